@@ -1,0 +1,134 @@
+"""PostgreSQL through SQLAlchemy: one engine per process, one transaction per message.
+
+Each worker thread keeps its connection between messages, so an idle worker pays no
+round trip per message; after a quiet spell the connection goes back through the
+pool's pre-ping, so a restarted PostgreSQL is noticed before a message depends on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import DatabaseError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Connection, Engine, RootTransaction
+
+log = logging.getLogger(__name__)
+
+#: Seconds a held connection may sit idle before it is re-checked with a ping.
+IDLE_RECHECK = 5.0
+
+
+class Database:
+    def __init__(self, url: Callable[[], str | URL], pool_size: int = 1) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    from sqlalchemy import create_engine
+
+                    self._engine = create_engine(
+                        self._url(),
+                        pool_pre_ping=True,
+                        pool_size=self._pool_size,
+                        max_overflow=2,
+                        pool_recycle=3600,
+                        connect_args={"connect_timeout": 10, "application_name": "slingshot"},
+                    )
+        return self._engine
+
+    def begin(self) -> Transaction:
+        """This thread's connection with a new transaction."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        conn: Connection | None = getattr(self._local, "connection", None)
+        last_used: float = getattr(self._local, "last_used", 0.0)
+        try:
+            if conn is not None and (conn.invalidated or conn.closed or time.monotonic() - last_used > IDLE_RECHECK):
+                conn.close()
+                conn = None
+            if conn is None:
+                conn = self.engine.connect()
+                self._local.connection = conn
+            return Transaction(conn, conn.begin(), self._touch)
+        except SQLAlchemyError as exc:
+            self._forget()
+            raise DatabaseError(f"cannot open a database transaction: {_describe(exc)}") from exc
+
+    def _touch(self) -> None:
+        self._local.last_used = time.monotonic()
+
+    def _forget(self) -> None:
+        conn = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if conn is not None:
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:
+                log.debug("dropping a broken connection failed", exc_info=True)
+
+    def check(self) -> None:
+        """Connect once now (for start-up checks); raises DatabaseError."""
+        self.begin().rollback()
+
+    def dispose(self) -> None:
+        self._forget()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+class Transaction:
+    """One message's transaction: committed only after its files are uploaded."""
+
+    def __init__(self, connection: Connection, transaction: RootTransaction, on_end: Callable[[], None]) -> None:
+        self.connection = connection
+        self._transaction = transaction
+        self._on_end = on_end
+
+    def commit(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            if self._transaction.is_active:
+                self._transaction.commit()
+            else:
+                # process() ended the transaction itself (commit or rollback); nothing to finish.
+                log.warning("process() ended the message's transaction itself; the runtime commits nothing more")
+        except SQLAlchemyError as exc:
+            self.rollback()
+            raise DatabaseError(f"commit failed: {_describe(exc)}") from exc
+        finally:
+            self._on_end()
+
+    def rollback(self) -> None:
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+        except Exception:  # the connection is already gone; the pool replaces it
+            log.debug("rollback failed", exc_info=True)
+            try:
+                self.connection.invalidate()
+            except Exception:
+                log.debug("invalidate failed", exc_info=True)
+        finally:
+            self._on_end()
+
+
+def _describe(exc: Exception) -> str:
+    """The driver's first line; SQLAlchemy's message can carry SQL but never the password."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0] if text else ''}"

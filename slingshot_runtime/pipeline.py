@@ -1,0 +1,142 @@
+"""One message, in order: decode → begin transaction → process → close files → upload →
+commit → publish with confirms → ack. Nothing is published before its files and rows
+are durable, and nothing the user's function does can break the loop that calls it."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pika.spec import BasicProperties
+
+from .broker import Broker, Delivery, Outgoing
+from .database import Database
+from .errors import HandlerError, SlingshotError
+from .retry import HEADER_ATTEMPT, RetryPolicy, attempt_of, dead_letter_queue
+from .routing import Case, CaseKey, decode_id, encode_id, format_case, iter_outputs, route
+from .storage import FileSession, ObjectStore
+
+log = logging.getLogger(__name__)
+
+HEADER_SOURCE = "x-slingshot-source"
+HEADER_REQUEST = "x-slingshot-request"
+HEADER_CASE = "x-slingshot-case"
+#: Carried from inbound to outbound messages unchanged (W3C trace context).
+PROPAGATED_HEADERS = ("traceparent", "tracestate")
+
+ProcessFn = Callable[..., Iterable[Any] | None]
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class Pipeline:
+    """Turns a delivery into its outgoing messages and hands them to the broker."""
+
+    def __init__(
+        self,
+        service: str,
+        process: ProcessFn,
+        routes: Mapping[CaseKey, tuple[str, ...]],
+        store: ObjectStore,
+        database: Database,
+        broker: Broker,
+        policy: RetryPolicy,
+        staging_dir: str,
+        body_format: str = "decimal",
+    ) -> None:
+        self.service = service
+        self.process = process
+        self.routes = routes
+        self.store = store
+        self.database = database
+        self.broker = broker
+        self.policy = policy
+        self.staging_dir = staging_dir
+        self.body_format = body_format
+
+    def handle(self, delivery: Delivery) -> Outcome:
+        started = time.monotonic()
+        try:
+            outgoing = self.run(delivery)
+        except BaseException as exc:
+            error = exc if isinstance(exc, SlingshotError) else HandlerError(f"{type(exc).__name__}: {exc}")
+            if error is not exc:
+                error.__cause__ = exc
+            replacement = self.policy.failure(delivery, error)
+            dead = replacement.queue == dead_letter_queue(self.policy.inbound)
+            log.warning(
+                "message %s failed on attempt %d (%s: %s); %s",
+                _show_body(delivery.body),
+                attempt_of(delivery),
+                type(error).__name__,
+                error,
+                "dead-lettered" if dead else f"retrying via {replacement.queue}",
+                exc_info=isinstance(error, HandlerError),
+            )
+            self.broker.complete(delivery, (replacement,), None)
+            return Outcome.DEAD_LETTERED if dead else Outcome.RETRIED
+        self.broker.complete(delivery, outgoing, self.policy.failure)
+        log.debug("message %s processed in %.3fs", _show_body(delivery.body), time.monotonic() - started)
+        return Outcome.OK
+
+    def run(self, delivery: Delivery) -> list[Outgoing]:
+        """Everything up to the publish; raises on any failure, leaving nothing behind."""
+        request = decode_id(delivery.body, self.body_format)
+        files = FileSession(self.store, self.staging_dir)
+        transaction = None
+        try:
+            transaction = self.database.begin()
+            try:
+                result = self.process(request, files.read_file, files.write_file, transaction.connection)
+                routed = route(iter_outputs(result), self.routes)
+            except SlingshotError:
+                raise
+            except BaseException as exc:
+                raise HandlerError(f"process({request}) raised {type(exc).__name__}: {exc}") from exc
+            files.close_all()
+            files.upload_all()
+            transaction.commit()
+            transaction = None
+        finally:
+            if transaction is not None:
+                transaction.rollback()
+            files.discard()
+        return [
+            Outgoing(queue, encode_id(output_id, self.body_format), self._properties(delivery, request, case))
+            for output_id, case, queues in routed
+            for queue in queues
+        ]
+
+    def _properties(self, delivery: Delivery, request: int, case: Case) -> BasicProperties:
+        headers: dict[str, Any] = {
+            HEADER_SOURCE: self.service,
+            HEADER_REQUEST: str(request),
+            HEADER_CASE: format_case(case),
+        }
+        for name in PROPAGATED_HEADERS:
+            value = delivery.headers.get(name)
+            if isinstance(value, (str, bytes)):
+                headers[name] = value
+        return BasicProperties(
+            delivery_mode=2,
+            content_type="text/plain" if self.body_format == "decimal" else "application/octet-stream",
+            message_id=uuid.uuid4().hex,
+            timestamp=int(time.time()),
+            headers=headers,
+        )
+
+
+def _show_body(body: bytes) -> str:
+    text = repr(body[:40])
+    return text + ("..." if len(body) > 40 else "")
+
+
+__all__ = ["HEADER_ATTEMPT", "Outcome", "Pipeline", "ProcessFn"]

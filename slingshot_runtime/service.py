@@ -1,0 +1,274 @@
+"""The worker's lifecycle in named phases: startup → run → drain → shutdown.
+
+Signal handlers only set flags; the main thread watches them, so every decision about
+stopping is made in one place (modelled on uvicorn's Server).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from .broker import Broker, QueueSpec, connection_parameters
+from .config import ConfigClient, ServiceConfig
+from .database import Database
+from .errors import ExitCode, SlingshotError
+from .pipeline import Pipeline, ProcessFn
+from .retry import RetryPolicy
+from .secrets import pass_show
+from .settings import Settings
+from .storage import ObjectStore, S3Credentials
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+log = logging.getLogger(__name__)
+
+#: How often the main thread looks at its flags.
+TICK = 0.1
+
+
+@dataclass
+class _Resources:
+    """What the first message needs and start-up does not: resolved off the critical path."""
+
+    s3: S3Credentials
+    database_url: str | URL
+
+
+class Service:
+    def __init__(self, settings: Settings, process: ProcessFn) -> None:
+        self.settings = settings
+        self.process = process
+        self.should_exit = threading.Event()
+        self.force_exit = threading.Event()
+        self.exit_code = ExitCode.OK
+        self.config: ServiceConfig | None = None
+        self.broker: Broker | None = None
+        self.pipeline: Pipeline | None = None
+        self._client: ConfigClient | None = None
+        self._database: Database | None = None
+        self._resources: concurrent.futures.Future[_Resources] | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="slingshot-prep")
+        self._stop_taking = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._current_started: float | None = None
+        self._warned_slow = False
+        self.processed = 0
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def serve(self) -> ExitCode:
+        """Run all phases; the exit code says how it ended."""
+        self.install_signal_handlers()
+        try:
+            self.startup()
+            self.run()
+            self.drain()
+        except SlingshotError as exc:
+            log.error("%s: %s", type(exc).__name__, exc)
+            self.exit_code = exc.exit_code
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def startup(self) -> None:
+        settings = self.settings
+        started = time.monotonic()
+        client = self._client = ConfigClient(settings.config_host, settings.service, settings.config_timeout)
+        config = self.config = client.get_with_retries(settings.config_attempts)
+        self._resources = self._executor.submit(self._prepare, client)
+        rabbit = client.rabbitmq()
+        policy = RetryPolicy(
+            settings.service, config.inbound, settings.max_attempts, settings.retry_delay, settings.max_retry_delay
+        )
+        queues = [QueueSpec(config.inbound), *(QueueSpec(q) for q in config.outbound_queues), *policy.queues()]
+        self.broker = Broker(
+            connection_parameters(rabbit, settings.heartbeat), config.inbound, queues, settings.prefetch
+        )
+        self._database = Database(lambda: self._ready_resources().database_url)
+        store = ObjectStore(lambda: self._ready_resources().s3, client.bucket)
+        self.pipeline = Pipeline(
+            settings.service,
+            self.process,
+            config.routes,
+            store,
+            self._database,
+            self.broker,
+            policy,
+            settings.staging_dir,
+            settings.body_format,
+        )
+        self.broker.start()
+        log.info(
+            "%s consuming from %s (routes: %d cases, %d queues) after %.3fs",
+            settings.service,
+            config.inbound,
+            len(config.routes),
+            len(config.outbound_queues),
+            time.monotonic() - started,
+        )
+
+    def run(self) -> None:
+        """Serve until a signal, a fatal error, or the broker giving up."""
+        assert self.broker is not None
+        worker = threading.Thread(target=self._work, name="slingshot-worker", daemon=True)
+        self._workers.append(worker)
+        worker.start()
+        while not self.should_exit.wait(TICK):
+            failure = self.broker.failed or self._resource_failure()
+            if failure is not None:
+                self._fail(failure)
+                break
+            self._check_slow_handler()
+
+    def drain(self) -> None:
+        """Finish the message in hand, give back the unstarted ones, wait for confirms."""
+        broker = self.broker
+        if broker is None:
+            return
+        deadline = time.monotonic() + self.settings.drain_timeout
+        log.info("draining (deadline %.0fs)", self.settings.drain_timeout)
+        broker.stop_consuming()
+        self._stop_taking.set()
+        for worker in self._workers:
+            while worker.is_alive() and not self._past(deadline):
+                worker.join(TICK)
+        self._requeue_unstarted()
+        settled = not self._past(deadline) and broker.wait_settled(max(0.0, deadline - time.monotonic()))
+        if any(w.is_alive() for w in self._workers) or not settled:
+            reason = "a second signal" if self.force_exit.is_set() else f"the {self.settings.drain_timeout:.0f}s drain deadline"
+            log.error("stopping on %s with a message unfinished; the broker will redeliver it", reason)
+            if self.exit_code == ExitCode.OK:
+                self.exit_code = ExitCode.DRAIN_TIMEOUT
+        else:
+            log.info("drained cleanly after %d messages", self.processed)
+
+    def shutdown(self) -> None:
+        if self.broker is not None:
+            self.broker.close()
+        if self._database is not None:
+            self._database.dispose()
+        if self._client is not None:
+            self._client.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in another program's thread: it owns the signals
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.handle_signal)
+
+    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.should_exit.is_set():
+            self.force_exit.set()
+        self.should_exit.set()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        broker, pipeline = self.broker, self.pipeline
+        assert broker is not None and pipeline is not None
+        while not self._stop_taking.is_set():
+            try:
+                delivery = broker.inbox.get(timeout=TICK)
+            except Exception:  # queue.Empty
+                continue
+            if delivery.generation != broker.generation:
+                continue  # from a lost channel: the broker redelivers it
+            if self._stop_taking.is_set() or self._ready_resources_or_none() is None:
+                broker.requeue(delivery)
+                break
+            self._current_started = time.monotonic()
+            self._warned_slow = False
+            try:
+                pipeline.handle(delivery)
+            finally:
+                self._current_started = None
+            self.processed += 1
+
+    def _requeue_unstarted(self) -> None:
+        broker = self.broker
+        assert broker is not None
+        returned = 0
+        while True:
+            try:
+                delivery = broker.inbox.get_nowait()
+            except Exception:  # queue.Empty
+                break
+            if delivery.generation == broker.generation:
+                broker.requeue(delivery)
+                returned += 1
+        if returned:
+            log.info("returned %d prefetched messages to the queue", returned)
+
+    def _past(self, deadline: float) -> bool:
+        return self.force_exit.is_set() or time.monotonic() >= deadline
+
+    def _check_slow_handler(self) -> None:
+        started = self._current_started
+        limit = self.settings.slow_handler_warning
+        if started is not None and not self._warned_slow and time.monotonic() - started > limit:
+            self._warned_slow = True
+            log.warning(
+                "process() has run for over %.0fs on one message; RabbitMQ closes the channel when "
+                "a delivery stays unacked past its consumer_timeout (default 30 min)",
+                limit,
+            )
+
+    def _fail(self, error: BaseException) -> None:
+        code = error.exit_code if isinstance(error, SlingshotError) else ExitCode.BROKER
+        log.error("stopping: %s", error)
+        self.exit_code = code
+        self.should_exit.set()
+
+    # -- resources ----------------------------------------------------------------------------
+
+    def _prepare(self, client: ConfigClient) -> _Resources:
+        """Resolve storage and database settings and their secrets concurrently with broker set-up."""
+        settings = self.settings
+        storage = client.object_storage()
+        access = self._executor.submit(pass_show, storage.access_key_entry)
+        secret = self._executor.submit(pass_show, storage.secret_key_entry)
+        database_url: str | URL
+        if settings.database_url:
+            database_url = settings.database_url
+        else:
+            from sqlalchemy.engine import URL
+
+            pg = client.postgres()
+            database_url = URL.create(
+                "postgresql+psycopg2",
+                username=pg.username,
+                password=pass_show(pg.password_entry),
+                host=pg.host,
+                port=pg.port,
+                database=pg.database,
+            )
+        return _Resources(S3Credentials(storage.endpoint, storage.region, access.result(), secret.result()), database_url)
+
+    def _ready_resources(self) -> _Resources:
+        assert self._resources is not None
+        return self._resources.result()
+
+    def _ready_resources_or_none(self) -> _Resources | None:
+        try:
+            return self._ready_resources()
+        except Exception:
+            return None  # the main thread reports it and stops
+
+    def _resource_failure(self) -> BaseException | None:
+        future = self._resources
+        if future is None or not future.done():
+            return None
+        return future.exception()
+
+
