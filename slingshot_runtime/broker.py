@@ -32,6 +32,8 @@ from .errors import BrokerError
 
 log = logging.getLogger(__name__)
 
+PRECONDITION_FAILED = 406
+
 
 @dataclass(frozen=True)
 class QueueSpec:
@@ -101,8 +103,9 @@ def connection_parameters(config: RabbitConfig, heartbeat: int | None) -> pika.C
 
 
 def declare_queues(params: pika.ConnectionParameters, specs: Sequence[QueueSpec]) -> None:
-    """Make sure the queues exist, leaving ones that ops pre-declared (classic, quorum, any
-    arguments) exactly as they are: a passive check first, a durable declare only on 404."""
+    """Make sure the queues exist, leaving ones that ops pre-declared (classic, quorum, other
+    arguments) exactly as they are: a declare that differs from the existing queue is refused
+    with PRECONDITION_FAILED, which here means "it exists"."""
     try:
         connection = pika.BlockingConnection(params)
     except pika.exceptions.AMQPError as exc:
@@ -111,13 +114,13 @@ def declare_queues(params: pika.ConnectionParameters, specs: Sequence[QueueSpec]
         channel = connection.channel()
         for spec in specs:
             try:
-                channel.queue_declare(spec.name, passive=True)
+                channel.queue_declare(spec.name, durable=True, arguments=spec.arguments or None)
             except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 404:
+                if exc.reply_code != PRECONDITION_FAILED:
                     raise
                 channel = connection.channel()
-                channel.queue_declare(spec.name, durable=True, arguments=spec.arguments or None)
-                log.info("declared queue %s", spec.name)
+                channel.queue_declare(spec.name, passive=True)
+                log.debug("queue %s exists with other arguments; using it as it is", spec.name)
     except pika.exceptions.AMQPError as exc:
         raise BrokerError(f"cannot declare queues: {_describe(exc)}") from exc
     finally:

@@ -62,6 +62,8 @@ class Database:
             if conn is None:
                 conn = self.engine.connect()
                 self._local.connection = conn
+            elif conn.in_transaction():
+                conn.rollback()  # left open by a message that ended abnormally
             return Transaction(conn, conn.begin(), self._touch)
         except SQLAlchemyError as exc:
             self._forget()
@@ -115,8 +117,9 @@ class Transaction:
 
     def rollback(self) -> None:
         try:
-            if self._transaction.is_active:
-                self._transaction.rollback()
+            # close() rolls back an active transaction and also releases one whose commit
+            # failed (inactive but still attached to the connection).
+            self._transaction.close()
         except Exception:  # the connection is already gone; the pool replaces it
             log.debug("rollback failed", exc_info=True)
             try:
