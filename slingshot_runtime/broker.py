@@ -197,7 +197,7 @@ class Broker:
     def requeue(self, delivery: Delivery) -> None:
         """Give an unstarted message back to the broker."""
         self._track(1)
-        self._call(partial(self._settle_delivery, delivery, True, True))
+        self._call(partial(self._nack, delivery))
 
     def complete(self, delivery: Delivery, outgoing: Sequence[Outgoing], fallback: Fallback | None) -> None:
         """Publish ``outgoing`` and ack ``delivery`` once all are confirmed.
@@ -392,7 +392,7 @@ class Broker:
             self._track(-1)  # its channel is gone; the broker redelivers it
             return
         if not outgoing:
-            self._settle_delivery(delivery, True, False)
+            self._ack(delivery)
             return
         pending = _Pending(delivery, len(outgoing), fallback)
         for message in outgoing:
@@ -443,24 +443,32 @@ class Broker:
         for message_id in pending.message_ids:
             self._by_message_id.pop(message_id, None)
         if pending.error is None:
-            self._settle_delivery(pending.delivery, True, False)
+            self._ack(pending.delivery)
         elif pending.fallback is not None:
             log.warning("outputs of message %d failed: %s; scheduling a retry", pending.delivery.tag, pending.error)
             replacement = pending.fallback(pending.delivery, pending.error)
             self._publish_all(pending.delivery, (replacement,), None)
         else:
             log.error("cannot publish the retry of message %d (%s); returning it to the queue", pending.delivery.tag, pending.error)
-            self._settle_delivery(pending.delivery, False, True)
+            self._nack(pending.delivery)
 
-    def _settle_delivery(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
-        self._track(-1)
-        channel = self._channel
-        if channel is None or delivery.generation != self._generation:
-            return
-        if ack:
+    def _ack(self, delivery: Delivery) -> None:
+        channel = self._settled_channel(delivery)
+        if channel is not None:
             channel.basic_ack(delivery.tag)
-        else:
-            channel.basic_nack(delivery.tag, requeue=requeue)
+
+    def _nack(self, delivery: Delivery) -> None:
+        """Back to the queue, for this or another worker."""
+        channel = self._settled_channel(delivery)
+        if channel is not None:
+            channel.basic_nack(delivery.tag, requeue=True)
+
+    def _settled_channel(self, delivery: Delivery) -> Channel | None:
+        """The channel to settle ``delivery`` on, or None when it died with its channel."""
+        self._track(-1)
+        if self._channel is None or delivery.generation != self._generation:
+            return None
+        return self._channel
 
 
 def _describe(exc: BaseException | str) -> str:

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-#: Objects above this size go up in parts (boto3's managed transfer).
-MULTIPART_THRESHOLD = 16 * 1024 * 1024
+#: Objects above this size go up in parts (boto3's managed transfer); memory in flight
+#: is at most part size × concurrency, whatever the object's size.
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+UPLOAD_CONCURRENCY = 4
 READ_BUFFER = 256 * 1024
 
 
@@ -96,7 +98,9 @@ class ObjectStore:
     def upload(self, path: str, bucket: str, object_key: str) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, max_concurrency=UPLOAD_CONCURRENCY
+        )
         try:
             self.client.upload_file(path, bucket, object_key, Config=config)
         except Exception as exc:
