@@ -82,7 +82,8 @@ class _Pending:
         self.fallback = fallback
 
 
-def connection_parameters(config: RabbitConfig, heartbeat: int | None) -> pika.ConnectionParameters:
+def connection_parameters(config: RabbitConfig, heartbeat: int | None, name: str = "slingshot") -> pika.ConnectionParameters:
+    """``name`` shows in the management UI and ``rabbitmqctl list_connections``."""
     credentials = pika.PlainCredentials(config.username, config.password)
     options: dict[str, Any] = {}
     if config.tls:
@@ -97,7 +98,7 @@ def connection_parameters(config: RabbitConfig, heartbeat: int | None) -> pika.C
         connection_attempts=1,
         socket_timeout=10,
         blocked_connection_timeout=300,
-        client_properties={"connection_name": "slingshot"},
+        client_properties={"connection_name": name},
         **options,
     )
 
@@ -388,7 +389,7 @@ class Broker:
 
     def _publish_all(self, delivery: Delivery, outgoing: tuple[Outgoing, ...], fallback: Fallback | None) -> None:
         channel = self._channel
-        if channel is None or delivery.generation != self._generation:
+        if channel is None or not channel.is_open or delivery.generation != self._generation:
             self._track(-1)  # its channel is gone; the broker redelivers it
             return
         if not outgoing:
@@ -466,9 +467,10 @@ class Broker:
     def _settled_channel(self, delivery: Delivery) -> Channel | None:
         """The channel to settle ``delivery`` on, or None when it died with its channel."""
         self._track(-1)
-        if self._channel is None or delivery.generation != self._generation:
+        channel = self._channel
+        if channel is None or not channel.is_open or delivery.generation != self._generation:
             return None
-        return self._channel
+        return channel
 
 
 def _describe(exc: BaseException | str) -> str:

@@ -90,7 +90,10 @@ class Service:
         )
         queues = [QueueSpec(config.inbound), *(QueueSpec(q) for q in config.outbound_queues), *policy.queues()]
         self.broker = Broker(
-            connection_parameters(rabbit, settings.heartbeat), config.inbound, queues, settings.prefetch
+            connection_parameters(rabbit, settings.heartbeat, f"slingshot {settings.service}"),
+            config.inbound,
+            queues,
+            settings.prefetch,
         )
         self._database = Database(lambda: self._ready_resources().database_url)
         store = ObjectStore(lambda: self._ready_resources().s3, client.bucket)

@@ -5,6 +5,7 @@ that will not start fails the run loudly."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -223,9 +224,8 @@ def run_service(stack: Stack) -> Iterator[Callable[..., RunningService]]:
         return running
 
     yield start
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
+    codes = [running.stop() for running in started if running.thread.is_alive()]
+    assert all(code == ExitCode.OK for code in codes), f"a service did not drain cleanly: {codes}"
 
 
 @pytest.fixture(scope="session")
@@ -255,3 +255,20 @@ def put_object(stack: Stack, bucket: str, key: int | str, data: bytes) -> None:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def close_broker_connections(service: str) -> int:
+    """Close the broker connections of one service's workers, as ``close_all_connections`` would."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+    marker = f'{{"connection_name","slingshot {service}"}}'
+    closed = 0
+    for line in listing.stdout.splitlines():
+        pid, _, properties = line.partition("\t")
+        if marker in properties:
+            subprocess.run(["rabbitmqctl", "close_connection", pid, "test: connection loss"],
+                           check=True, capture_output=True, timeout=60)
+            closed += 1
+    return closed

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import text
-
 from conftest import Amqp, RunningService, Stack, put_object, read_object
+from sqlalchemy import text
 
 
 def test_files_and_rows_are_durable_when_the_id_arrives(

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import Stack
+
 from slingshot_runtime import devstack
 from slingshot_runtime.config import ConfigClient, RabbitConfig, base_url
 from slingshot_runtime.errors import ConfigError, SecretError
