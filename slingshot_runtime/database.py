@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import DatabaseError
 
@@ -25,8 +25,10 @@ IDLE_RECHECK = 5.0
 
 
 class Database:
-    def __init__(self, url: Callable[[], str | URL], pool_size: int = 1) -> None:
+    def __init__(self, url: Callable[[], str | URL], pool_size: int = 1, application_name: str = "slingshot") -> None:
+        """``application_name`` shows in ``pg_stat_activity``: ``slingshot SERVICE``."""
         self._url = url
+        self._application_name = application_name
         self._pool_size = pool_size
         self._engine: Engine | None = None
         self._lock = threading.Lock()
@@ -38,15 +40,15 @@ class Database:
             with self._lock:
                 if self._engine is None:
                     from sqlalchemy import create_engine
+                    from sqlalchemy.engine import make_url
 
-                    self._engine = create_engine(
-                        self._url(),
-                        pool_pre_ping=True,
-                        pool_size=self._pool_size,
-                        max_overflow=2,
-                        pool_recycle=3600,
-                        connect_args={"connect_timeout": 10, "application_name": "slingshot"},
-                    )
+                    url = make_url(self._url())
+                    options: dict[str, Any] = {}
+                    if url.get_backend_name() == "postgresql":
+                        options["connect_args"] = {"connect_timeout": 10, "application_name": self._application_name}
+                    if url.get_backend_name() != "sqlite":
+                        options.update(pool_size=self._pool_size, max_overflow=2, pool_recycle=3600)
+                    self._engine = create_engine(url, pool_pre_ping=True, **options)
         return self._engine
 
     def begin(self) -> Transaction:

@@ -95,7 +95,7 @@ class Service:
             queues,
             settings.prefetch,
         )
-        self._database = Database(lambda: self._ready_resources().database_url)
+        self._database = Database(lambda: self._ready_resources().database_url, application_name=f"slingshot {settings.service}")
         store = ObjectStore(lambda: self._ready_resources().s3, client.bucket)
         self.pipeline = Pipeline(
             settings.service,
