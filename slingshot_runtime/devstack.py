@@ -333,10 +333,7 @@ def start_s3(
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    if len(str(workdir)) <= MAX_SOCKET_DIR_LEN:
-        socket_dir = workdir
-    else:
-        socket_dir = Path(tempfile.mkdtemp(prefix="sl-s3-", dir="/tmp"))
+    socket_dir = workdir if len(str(workdir)) <= MAX_SOCKET_DIR_LEN else Path(tempfile.mkdtemp(prefix="sl-s3-", dir="/tmp"))
     access_key = access_key or "SL" + _secrets.token_hex(9).upper()
     secret_key = secret_key or _secrets.token_urlsafe(30)
     binary = _find_weed()

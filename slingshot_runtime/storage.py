@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 _REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 #: Objects above this size go up in parts (boto3's managed transfer); memory in flight
-#: is at most part size × concurrency, whatever the object's size.
+#: is at most part size x concurrency, whatever the object's size.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 UPLOAD_CONCURRENCY = 4
 READ_BUFFER = 256 * 1024
