@@ -35,7 +35,7 @@ class Microservice:
         from .logs import configure_logging
         from .service import Service
 
-        configure_logging(self.settings.log_level)
+        configure_logging(self.settings.log_level, self.settings.log_format, self.settings.service)
         code = Service(self.settings, self.process).serve()
         if code != ExitCode.OK:
             raise SystemExit(int(code))

@@ -29,10 +29,12 @@ from pika.spec import Basic, BasicProperties
 
 from .config import RabbitConfig
 from .errors import BrokerError
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 PRECONDITION_FAILED = 406
+IO_TICK = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,10 @@ Fallback = Callable[[Delivery, str], Outgoing]
 class _Pending:
     """One inbound message waiting for its publishes to be confirmed."""
 
-    __slots__ = ("delivery", "error", "fallback", "message_ids", "outstanding")
+    __slots__ = ("delivery", "error", "fallback", "message_ids", "outstanding", "published_at")
 
     def __init__(self, delivery: Delivery, count: int, fallback: Fallback | None) -> None:
+        self.published_at = time.monotonic()
         self.delivery = delivery
         self.outstanding = count
         self.error: str | None = None
@@ -139,8 +142,11 @@ class Broker:
         queues: Sequence[QueueSpec],
         prefetch: int,
         reconnect_timeout: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._params = params
+        self._metrics = metrics
+        self._io_tick_at = time.monotonic()
         self._inbound = inbound
         self._queues = list(queues)
         self._prefetch = prefetch
@@ -320,7 +326,21 @@ class Broker:
         self._wake_scheduled = False
 
     def _on_connection_open(self, connection: pika.connection.Connection) -> None:
+        self._io_tick()
         connection.channel(on_open_callback=self._on_channel_open)
+
+    def _io_tick(self) -> None:
+        """Proof of life of the I/O loop, for the liveness probe."""
+        self._io_tick_at = time.monotonic()
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            connection.ioloop.call_later(IO_TICK, self._io_tick)
+
+    def io_stalled_for(self) -> float:
+        """Seconds since the I/O loop last ran its tick (0 while it has no connection)."""
+        if self._connection is None or not self._connection.is_open:
+            return 0.0
+        return max(0.0, time.monotonic() - self._io_tick_at - IO_TICK)
 
     def _on_connection_error(self, connection: pika.connection.Connection, error: BaseException | str) -> None:
         self._fatal = error if isinstance(error, BaseException) else BrokerError(str(error))
@@ -444,6 +464,8 @@ class Broker:
         for message_id in pending.message_ids:
             self._by_message_id.pop(message_id, None)
         if pending.error is None:
+            if self._metrics is not None:
+                self._metrics.confirm_latency.observe(time.monotonic() - pending.published_at)
             self._ack(pending.delivery)
         elif pending.fallback is not None:
             log.warning("outputs of message %d failed: %s; scheduling a retry", pending.delivery.tag, pending.error)

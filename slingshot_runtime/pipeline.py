@@ -16,6 +16,7 @@ from pika.spec import BasicProperties
 from .broker import Broker, Delivery, Outgoing
 from .database import Database
 from .errors import HandlerError, SlingshotError
+from .metrics import Metrics
 from .retry import HEADER_ATTEMPT, RetryPolicy, attempt_of, dead_letter_queue
 from .routing import Case, CaseKey, decode_id, encode_id, format_case, iter_outputs, route
 from .storage import FileSession, ObjectStore
@@ -51,7 +52,9 @@ class Pipeline:
         policy: RetryPolicy,
         staging_dir: str,
         body_format: str = "decimal",
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.service = service
         self.process = process
         self.routes = routes
@@ -63,28 +66,53 @@ class Pipeline:
         self.body_format = body_format
 
     def handle(self, delivery: Delivery) -> Outcome:
+        """Process one delivery and hand the result to the broker; never raises."""
         started = time.monotonic()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            outcome = self._handle(delivery, started)
+        finally:
+            if metrics is not None:
+                metrics.in_flight.dec()
+        if metrics is not None:
+            metrics.processing.observe(time.monotonic() - started)
+            if outcome is Outcome.OK:
+                metrics.succeeded()
+            else:
+                metrics.messages(outcome=outcome.value).inc()
+                (metrics.retries if outcome is Outcome.RETRIED else metrics.dead_letters).inc()
+        return outcome
+
+    def _handle(self, delivery: Delivery, started: float) -> Outcome:
+        fields = {"request": _show_body(delivery.body), "attempt": attempt_of(delivery)}
         try:
             outgoing = self.run(delivery)
-        except BaseException as exc:
+        except BaseException as exc:  # the user's function can never kill the loop
             error = exc if isinstance(exc, SlingshotError) else HandlerError(f"{type(exc).__name__}: {exc}")
             if error is not exc:
                 error.__cause__ = exc
             replacement = self.policy.failure(delivery, error)
-            dead = replacement.queue == dead_letter_queue(self.policy.inbound)
+            outcome = Outcome.DEAD_LETTERED if replacement.queue == dead_letter_queue(self.policy.inbound) else Outcome.RETRIED
             log.warning(
                 "message %s failed on attempt %d (%s: %s); %s",
-                _show_body(delivery.body),
-                attempt_of(delivery),
+                fields["request"],
+                fields["attempt"],
                 type(error).__name__,
                 error,
-                "dead-lettered" if dead else f"retrying via {replacement.queue}",
+                "dead-lettered" if outcome is Outcome.DEAD_LETTERED else f"retrying via {replacement.queue}",
                 exc_info=isinstance(error, HandlerError),
+                extra={**fields, "outcome": outcome.value, "error_type": type(error).__name__,
+                       "duration": round(time.monotonic() - started, 6)},
             )
             self.broker.complete(delivery, (replacement,), None)
-            return Outcome.DEAD_LETTERED if dead else Outcome.RETRIED
+            return outcome
         self.broker.complete(delivery, outgoing, self.policy.failure)
-        log.debug("message %s processed in %.3fs", _show_body(delivery.body), time.monotonic() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            duration = round(time.monotonic() - started, 6)
+            log.debug("message %s processed in %.3fs", fields["request"], duration,
+                      extra={**fields, "outcome": Outcome.OK.value, "outputs": len(outgoing), "duration": duration})
         return Outcome.OK
 
     def run(self, delivery: Delivery) -> list[Outgoing]:
@@ -102,13 +130,15 @@ class Pipeline:
             except BaseException as exc:
                 raise HandlerError(f"process({request}) raised {type(exc).__name__}: {exc}") from exc
             files.close_all()
-            files.upload_all()
+            uploaded = files.upload_all()
             transaction.commit()
             transaction = None
         finally:
             if transaction is not None:
                 transaction.rollback()
             files.discard()
+        if self.metrics is not None and uploaded:
+            self.metrics.bytes_uploaded.inc(uploaded)
         return [
             Outgoing(queue, encode_id(output_id, self.body_format), self._properties(delivery, request, case))
             for output_id, case, queues in routed

@@ -1,13 +1,16 @@
 """The worker's lifecycle in named phases: startup → run → drain → shutdown.
 
 Signal handlers only set flags; the main thread watches them, so every decision about
-stopping is made in one place (modelled on uvicorn's Server).
+stopping is made in one place (modelled on uvicorn's Server). Worker threads take
+messages from the broker's inbox and run the pipeline; the broker's I/O thread owns
+the connection.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import signal
 import threading
 import time
@@ -18,7 +21,9 @@ from typing import TYPE_CHECKING
 from .broker import Broker, QueueSpec, connection_parameters
 from .config import ConfigClient, ServiceConfig
 from .database import Database
-from .errors import ExitCode, SlingshotError
+from .errors import ConfigError, ExitCode, SlingshotError
+from .health import HealthServer
+from .metrics import Metrics
 from .pipeline import Pipeline, ProcessFn
 from .retry import RetryPolicy
 from .secrets import pass_show
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: How often the main thread looks at its flags.
 TICK = 0.1
+#: The I/O thread must answer within this many seconds or /healthz fails.
+IO_STALL_LIMIT = 30.0
 
 
 @dataclass
@@ -49,18 +56,25 @@ class Service:
         self.should_exit = threading.Event()
         self.force_exit = threading.Event()
         self.exit_code = ExitCode.OK
+        self.metrics = Metrics(settings.service)
         self.config: ServiceConfig | None = None
         self.broker: Broker | None = None
         self.pipeline: Pipeline | None = None
+        self.health: HealthServer | None = None
+        self.started = False
+        self.draining = False
+        self.processed = 0
         self._client: ConfigClient | None = None
         self._database: Database | None = None
         self._resources: concurrent.futures.Future[_Resources] | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="slingshot-prep")
         self._stop_taking = threading.Event()
         self._workers: list[threading.Thread] = []
-        self._current_started: float | None = None
-        self._warned_slow = False
-        self.processed = 0
+        self._lock = threading.Lock()
+        self._busy_since: dict[int, float] = {}  # worker thread id → start of its message
+        self._warned_slow: set[int] = set()
+        self._last_activity = time.monotonic()
+        self._consumer_lost_at: float | None = None
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -81,6 +95,7 @@ class Service:
     def startup(self) -> None:
         settings = self.settings
         started = time.monotonic()
+        self._start_health()
         client = self._client = ConfigClient(settings.config_host, settings.service, settings.config_timeout)
         config = self.config = client.get_with_retries(settings.config_attempts)
         self._resources = self._executor.submit(self._prepare, client)
@@ -93,10 +108,16 @@ class Service:
             connection_parameters(rabbit, settings.heartbeat, f"slingshot {settings.service}"),
             config.inbound,
             queues,
-            settings.prefetch,
+            max(settings.prefetch, settings.concurrency),
+            metrics=self.metrics,
         )
-        self._database = Database(lambda: self._ready_resources().database_url, application_name=f"slingshot {settings.service}")
-        store = ObjectStore(lambda: self._ready_resources().s3, client.bucket)
+        self.broker.on_consuming = self._on_consuming
+        self._database = Database(
+            lambda: self._ready_resources().database_url,
+            pool_size=settings.concurrency,
+            application_name=f"slingshot {settings.service}",
+        )
+        store = ObjectStore(lambda: self._ready_resources().s3, client.bucket, self.metrics.bytes_read.inc)
         self.pipeline = Pipeline(
             settings.service,
             self.process,
@@ -107,35 +128,41 @@ class Service:
             policy,
             settings.staging_dir,
             settings.body_format,
+            self.metrics,
         )
         self.broker.start()
+        self.started = True
         log.info(
-            "%s consuming from %s (routes: %d cases, %d queues) after %.3fs",
+            "%s consuming from %s (routes: %d cases, %d queues; concurrency %d) after %.3fs",
             settings.service,
             config.inbound,
             len(config.routes),
             len(config.outbound_queues),
+            settings.concurrency,
             time.monotonic() - started,
         )
 
     def run(self) -> None:
-        """Serve until a signal, a fatal error, or the broker giving up."""
-        assert self.broker is not None
-        worker = threading.Thread(target=self._work, name="slingshot-worker", daemon=True)
-        self._workers.append(worker)
-        worker.start()
+        """Serve until a signal, a fatal error, an exit condition, or the broker giving up."""
+        for index in range(self.settings.concurrency):
+            worker = threading.Thread(target=self._work, name=f"slingshot-worker-{index}", daemon=True)
+            self._workers.append(worker)
+            worker.start()
         while not self.should_exit.wait(TICK):
+            assert self.broker is not None
             failure = self.broker.failed or self._resource_failure()
             if failure is not None:
                 self._fail(failure)
                 break
-            self._check_slow_handler()
+            self._check_slow_handlers()
+            self._check_exit_conditions()
 
     def drain(self) -> None:
-        """Finish the message in hand, give back the unstarted ones, wait for confirms."""
+        """Finish the messages in hand, give back the unstarted ones, wait for confirms."""
         broker = self.broker
         if broker is None:
             return
+        self.draining = True
         deadline = time.monotonic() + self.settings.drain_timeout
         log.info("draining (deadline %.0fs)", self.settings.drain_timeout)
         broker.stop_consuming()
@@ -160,6 +187,8 @@ class Service:
             self._database.dispose()
         if self._client is not None:
             self._client.close()
+        if self.health is not None:
+            self.health.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- signals ------------------------------------------------------------------------------
@@ -175,28 +204,71 @@ class Service:
             self.force_exit.set()
         self.should_exit.set()
 
+    # -- probes -------------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive unless the I/O loop is stuck or no consumer came back after a reconnect."""
+        broker = self.broker
+        if broker is None or not self.started:
+            return True, "starting"
+        stalled = broker.io_stalled_for()
+        if stalled > IO_STALL_LIMIT:
+            return False, f"broker I/O loop unresponsive for {stalled:.0f}s"
+        lost = self._consumer_lost_at
+        if lost is not None and not self.draining and time.monotonic() - lost > self.settings.liveness_grace:
+            return False, f"no consumer for {time.monotonic() - lost:.0f}s"
+        return True, "consuming" if broker.consuming else "reconnecting"
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining or self.should_exit.is_set():
+            return False, "draining"
+        if self.broker is None or not self.started:
+            return False, "starting"
+        if not self.broker.consuming:
+            return False, "not consuming"
+        return True, "consuming"
+
+    def _start_health(self) -> None:
+        port = self.settings.health_port
+        if port == 0:
+            return
+        try:
+            self.health = HealthServer(port, self.liveness, self.readiness, self.metrics.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve health checks on port {port}: {exc.strerror} (SLINGSHOT_HEALTH_PORT)") from exc
+        self.health.start()
+
+    def _on_consuming(self, consuming: bool) -> None:
+        self._consumer_lost_at = None if consuming else time.monotonic()
+
     # -- workers ------------------------------------------------------------------------------
 
     def _work(self) -> None:
         broker, pipeline = self.broker, self.pipeline
         assert broker is not None and pipeline is not None
+        me = threading.get_ident()
         while not self._stop_taking.is_set():
             try:
                 delivery = broker.inbox.get(timeout=TICK)
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 continue
             if delivery.generation != broker.generation:
                 continue  # from a lost channel: the broker redelivers it
             if self._stop_taking.is_set() or self._ready_resources_or_none() is None:
                 broker.requeue(delivery)
                 break
-            self._current_started = time.monotonic()
-            self._warned_slow = False
+            with self._lock:
+                self._busy_since[me] = time.monotonic()
+                self._warned_slow.discard(me)
             try:
                 pipeline.handle(delivery)
             finally:
-                self._current_started = None
-            self.processed += 1
+                with self._lock:
+                    del self._busy_since[me]
+                    self.processed += 1
+                    self._last_activity = time.monotonic()
+                    if self.settings.max_messages is not None and self.processed >= self.settings.max_messages:
+                        self._stop_taking.set()
 
     def _requeue_unstarted(self) -> None:
         broker = self.broker
@@ -205,7 +277,7 @@ class Service:
         while True:
             try:
                 delivery = broker.inbox.get_nowait()
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 break
             if delivery.generation == broker.generation:
                 broker.requeue(delivery)
@@ -216,16 +288,31 @@ class Service:
     def _past(self, deadline: float) -> bool:
         return self.force_exit.is_set() or time.monotonic() >= deadline
 
-    def _check_slow_handler(self) -> None:
-        started = self._current_started
+    def _check_slow_handlers(self) -> None:
         limit = self.settings.slow_handler_warning
-        if started is not None and not self._warned_slow and time.monotonic() - started > limit:
-            self._warned_slow = True
+        now = time.monotonic()
+        with self._lock:
+            slow = [t for t, since in self._busy_since.items() if now - since > limit and t not in self._warned_slow]
+            self._warned_slow.update(slow)
+        for _ in slow:
             log.warning(
                 "process() has run for over %.0fs on one message; RabbitMQ closes the channel when "
                 "a delivery stays unacked past its consumer_timeout (default 30 min)",
                 limit,
             )
+
+    def _check_exit_conditions(self) -> None:
+        settings = self.settings
+        with self._lock:
+            idle = not self._busy_since and self.broker is not None and self.broker.inbox.empty()
+            idle_for = time.monotonic() - self._last_activity if idle else 0.0
+            done = settings.max_messages is not None and self.processed >= settings.max_messages
+        if done:
+            log.info("processed %d messages (SLINGSHOT_MAX_MESSAGES); exiting", self.processed)
+            self.should_exit.set()
+        elif settings.exit_when_idle is not None and idle_for >= settings.exit_when_idle:
+            log.info("idle for %.0fs (SLINGSHOT_EXIT_WHEN_IDLE); exiting", idle_for)
+            self.should_exit.set()
 
     def _fail(self, error: BaseException) -> None:
         code = error.exit_code if isinstance(error, SlingshotError) else ExitCode.BROKER
@@ -273,5 +360,3 @@ class Service:
         if future is None or not future.done():
             return None
         return future.exception()
-
-

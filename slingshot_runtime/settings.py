@@ -43,18 +43,38 @@ class Settings:
     #: Warn when one message runs longer than this (RabbitMQ's consumer_timeout is 30 min).
     slow_handler_warning: float = 25 * 60.0
     log_level: str = "INFO"
+    #: ``json`` (one object per line), ``text``, or ``auto``: JSON inside a container.
+    log_format: str = "auto"
+    #: Port of /healthz, /readyz and /metrics; 0 turns the server off.
+    health_port: int = 8080
+    #: Seconds without a consumer (after a reconnect) before /healthz fails.
+    liveness_grace: float = 60.0
+    #: Messages processed at once, each on its own thread with its own DB connection.
+    concurrency: int = 1
+    #: Exit cleanly after this many idle seconds (KEDA ScaledJob workers).
+    exit_when_idle: float | None = None
+    #: Exit cleanly after this many messages.
+    max_messages: int | None = None
 
     def __post_init__(self) -> None:
         if not self.service:
             raise ConfigError("the service name is empty (argument or SLINGSHOT_SERVICE)")
         if not self.config_host:
             raise ConfigError("the config host is empty (argument or SLINGSHOT_CONFIG_HOST)")
-        for name in ("prefetch", "max_attempts", "config_attempts"):
+        for name in ("prefetch", "max_attempts", "config_attempts", "concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SLINGSHOT_{name.upper()} must be at least 1, got {getattr(self, name)}")
         for name in ("drain_timeout", "retry_delay", "max_retry_delay", "config_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"SLINGSHOT_{name.upper()} must not be negative, got {getattr(self, name)}")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"SLINGSHOT_LOG_FORMAT must be 'auto', 'json' or 'text', got {self.log_format!r}")
+        if not 0 <= self.health_port < 65536:
+            raise ConfigError(f"SLINGSHOT_HEALTH_PORT must be a TCP port or 0 (off), got {self.health_port}")
+        if self.max_messages is not None and self.max_messages < 1:
+            raise ConfigError(f"SLINGSHOT_MAX_MESSAGES must be at least 1, got {self.max_messages}")
+        if self.exit_when_idle is not None and self.exit_when_idle <= 0:
+            raise ConfigError(f"SLINGSHOT_EXIT_WHEN_IDLE must be positive, got {self.exit_when_idle}")
         if self.body_format not in ("decimal", "be64"):
             raise ConfigError(f"SLINGSHOT_BODY_FORMAT must be 'decimal' or 'be64', got {self.body_format!r}")
 

@@ -47,7 +47,13 @@ class S3Credentials:
 class ObjectStore:
     """The shared S3 client and the bucket-reference resolver."""
 
-    def __init__(self, credentials: Callable[[], S3Credentials], resolve_bucket: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        credentials: Callable[[], S3Credentials],
+        resolve_bucket: Callable[[str], str],
+        on_read: Callable[[int], None] | None = None,
+    ) -> None:
+        self._on_read = on_read
         self._credentials = credentials
         self._resolve_bucket = resolve_bucket
         self._client: S3Client | None = None
@@ -92,7 +98,7 @@ class ObjectStore:
             response = self.client.get_object(Bucket=bucket, Key=object_key)
         except Exception as exc:
             raise StorageError(f"cannot read s3://{bucket}/{object_key}: {_describe(exc)}") from exc
-        raw = _S3Body(response["Body"], f"s3://{bucket}/{object_key}")
+        raw = _S3Body(response["Body"], f"s3://{bucket}/{object_key}", self._on_read)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_BUFFER))
 
     def upload(self, path: str, bucket: str, object_key: str) -> None:
@@ -114,9 +120,10 @@ class _S3Body(io.RawIOBase):
     iteration, TextIOWrapper, shutil.copyfileobj all work without loading the object.
     """
 
-    def __init__(self, body: Any, name: str) -> None:
+    def __init__(self, body: Any, name: str, on_read: Callable[[int], None] | None) -> None:
         super().__init__()
         self._body = body
+        self._on_read = on_read
         self.name = name
 
     def readable(self) -> bool:
@@ -128,6 +135,8 @@ class _S3Body(io.RawIOBase):
         except Exception as exc:
             raise StorageError(f"reading {self.name} failed: {_describe(exc)}") from exc
         buffer[: len(data)] = data
+        if self._on_read is not None:
+            self._on_read(len(data))
         return len(data)
 
     def close(self) -> None:

@@ -87,6 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     passwords = devstack.make_pass_store(root / "pass", secrets)
     saved = {k: os.environ.get(k) for k in ("GNUPGHOME", "PASSWORD_STORE_DIR")}
     os.environ.update(passwords.env())
+    os.environ["SLINGSHOT_HEALTH_PORT"] = "0"  # worker subprocesses: many run at once, no fixed port
     document: dict[str, Any] = {
         "services": {},
         "rabbitmq": {"host": "127.0.0.1", "port": 5672, "username": "guest", "password": "guest", "vhost": "/"},
@@ -218,6 +219,7 @@ def run_service(stack: Stack) -> Iterator[Callable[..., RunningService]]:
     def start(definition: ServiceDef, process: Callable[..., Any], **overrides: Any) -> RunningService:
         overrides.setdefault("retry_delay", 0.2)
         overrides.setdefault("database_url", None)
+        overrides.setdefault("health_port", 0)
         settings = Settings.load(definition.name, stack.config.url, environ={}, **overrides)
         running = RunningService(Service(settings, process)).start()
         started.append(running)

@@ -21,7 +21,7 @@ def run(handler: str, service: str | None, config_host: str | None) -> None:
     """Serve HANDLER (PATH.py or PATH.py:FUNCTION) until SIGTERM; other settings come from SLINGSHOT_* variables."""
     try:
         settings = Settings.load(service, config_host)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format, settings.service)
         process = load_handler(handler)
     except SlingshotError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -1,0 +1,42 @@
+"""Prometheus metrics of one worker, in its own registry (several services may share a process in tests)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class Metrics:
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"service": service}
+        self.messages = Counter(
+            "slingshot_messages", "Messages handled, by outcome (ok, retried, dead_lettered).", ["outcome"],
+            registry=self.registry,
+        ).labels  # call with outcome=...
+        self.processing = Histogram(
+            "slingshot_processing_seconds", "Time from taking a message to handing its outputs to the broker.",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.in_flight = Gauge("slingshot_in_flight", "Messages being processed now.", registry=self.registry)
+        self.retries = Counter("slingshot_retries", "Messages sent to a retry queue.", registry=self.registry)
+        self.dead_letters = Counter("slingshot_dead_letters", "Messages sent to the dead-letter queue.", registry=self.registry)
+        self.bytes_read = Counter("slingshot_bytes_read", "Bytes read from object storage.", registry=self.registry)
+        self.bytes_uploaded = Counter("slingshot_bytes_uploaded", "Bytes uploaded to object storage.", registry=self.registry)
+        self.confirm_latency = Histogram(
+            "slingshot_publish_confirm_seconds", "Time from publishing a message's outputs to the broker's last confirm.",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "slingshot_last_success_timestamp_seconds", "Unix time of the last message processed successfully.",
+            registry=self.registry,
+        )
+        info = Gauge("slingshot_info", "The service this worker runs.", ["service"], registry=self.registry)
+        info.labels(**labels).set(1)
+
+    def succeeded(self) -> None:
+        self.messages(outcome="ok").inc()
+        self.last_success.set(time.time())
