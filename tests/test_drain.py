@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import Amqp, RunningService, Stack
-
 from slingshot_runtime.errors import ExitCode
 
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy
-from conftest import Amqp, RunningService, Stack, put_object, read_object
 from sqlalchemy import text
+
+from conftest import Amqp, RunningService, Stack, put_object, read_object
 
 
 def test_files_and_rows_are_durable_when_the_id_arrives(
@@ -101,6 +102,6 @@ def test_s3_down_during_a_message_publishes_nothing_then_recovers(
         assert amqp.count(service.inbound + ".dlq") == 0
     finally:
         stack.s3.start()
-    body, props = amqp.get(service.out_queues[0], timeout=60)
+    body, _ = amqp.get(service.out_queues[0], timeout=60)
     assert body == b"1"
     assert read_object(stack, service.buckets["out"], 1) == b"payload"

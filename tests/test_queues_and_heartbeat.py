@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from conftest import Amqp, RunningService, Stack
 
 
@@ -43,7 +44,7 @@ def test_long_handler_keeps_heartbeats_and_is_not_redelivered(
     running = run_service(service, process, heartbeat=1)
     generation = running.service.broker.generation if running.service.broker else 0
     amqp.send(service.inbound, 12)
-    body, props = amqp.get(service.out_queues[0], timeout=30)
+    body, _ = amqp.get(service.out_queues[0], timeout=30)
     assert body == b"12"
     assert amqp.empty(service.out_queues[0], wait=2.0)
     assert calls == [12]

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Stack
 
+from conftest import Stack
 from slingshot_runtime import devstack
 from slingshot_runtime.config import ConfigClient, RabbitConfig, base_url
 from slingshot_runtime.errors import ConfigError, SecretError
@@ -46,7 +46,7 @@ def test_entry_for_another_key_fails_clearly(store: devstack.PassStore, tmp_path
     other = devstack.make_pass_store(tmp_path / "other", {"x": "y"})
     try:
         env = dict(os.environ, GNUPGHOME=str(store.gnupghome), PASSWORD_STORE_DIR=str(other.store_dir))
-        with pytest.raises(SecretError, match="'x'.*no secret key"):
+        with pytest.raises(SecretError, match=r"'x'.*no secret key"):
             pass_show("x", env)
     finally:
         other.close()
@@ -126,7 +126,7 @@ def test_bucket_lookup_is_cached_and_accepts_plain_text(stack: Stack) -> None:
 
 def test_unreachable_config_service_is_a_config_error() -> None:
     client = ConfigClient(f"http://127.0.0.1:{devstack.free_port()}", "svc", timeout=1)
-    with pytest.raises(ConfigError, match="GET http://127.0.0.1:.*/svc failed"):
+    with pytest.raises(ConfigError, match=r"GET http://127.0.0.1:.*/svc failed"):
         client.get_with_retries(2, first_delay=0.05)
 
 
