@@ -38,32 +38,79 @@ class Outcome(enum.Enum):
     DEAD_LETTERED = "dead_lettered"
 
 
+Routed = tuple[int, Case, tuple[str, ...]]
+
+
+class Executor:
+    """The transactional heart of a message: process → close files → upload → commit.
+
+    The worker and the offline test harness both run this, so a handler behaves the
+    same under test as in production.
+    """
+
+    def __init__(
+        self,
+        process: ProcessFn,
+        routes: Mapping[CaseKey, tuple[str, ...]],
+        store: ObjectStore,
+        database: Database,
+        staging_dir: str,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.process = process
+        self.routes = routes
+        self.store = store
+        self.database = database
+        self.staging_dir = staging_dir
+        self.metrics = metrics
+
+    def execute(self, request: int) -> list[Routed]:
+        """Each output with its queues, once its files are uploaded and its rows committed.
+
+        Raises on any failure, leaving nothing behind: rolled back, staging removed.
+        """
+        files = FileSession(self.store, self.staging_dir)
+        transaction = None
+        try:
+            transaction = self.database.begin()
+            try:
+                result = self.process(request, files.read_file, files.write_file, transaction.connection)
+                routed = route(iter_outputs(result), self.routes)
+            except SlingshotError:
+                raise
+            except BaseException as exc:
+                raise HandlerError(f"process({request}) raised {type(exc).__name__}: {exc}") from exc
+            files.close_all()
+            uploaded = files.upload_all()
+            transaction.commit()
+            transaction = None
+        finally:
+            if transaction is not None:
+                transaction.rollback()
+            files.discard()
+        if self.metrics is not None and uploaded:
+            self.metrics.bytes_uploaded.inc(uploaded)
+        return routed
+
+
 class Pipeline:
     """Turns a delivery into its outgoing messages and hands them to the broker."""
 
     def __init__(
         self,
         service: str,
-        process: ProcessFn,
-        routes: Mapping[CaseKey, tuple[str, ...]],
-        store: ObjectStore,
-        database: Database,
+        executor: Executor,
         broker: Broker,
         policy: RetryPolicy,
-        staging_dir: str,
         body_format: str = "decimal",
         metrics: Metrics | None = None,
     ) -> None:
-        self.metrics = metrics
         self.service = service
-        self.process = process
-        self.routes = routes
-        self.store = store
-        self.database = database
+        self.executor = executor
         self.broker = broker
         self.policy = policy
-        self.staging_dir = staging_dir
         self.body_format = body_format
+        self.metrics = metrics
 
     def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery and hand the result to the broker; never raises."""
@@ -116,32 +163,11 @@ class Pipeline:
         return Outcome.OK
 
     def run(self, delivery: Delivery) -> list[Outgoing]:
-        """Everything up to the publish; raises on any failure, leaving nothing behind."""
+        """Everything up to the publish; raises on any failure."""
         request = decode_id(delivery.body, self.body_format)
-        files = FileSession(self.store, self.staging_dir)
-        transaction = None
-        try:
-            transaction = self.database.begin()
-            try:
-                result = self.process(request, files.read_file, files.write_file, transaction.connection)
-                routed = route(iter_outputs(result), self.routes)
-            except SlingshotError:
-                raise
-            except BaseException as exc:
-                raise HandlerError(f"process({request}) raised {type(exc).__name__}: {exc}") from exc
-            files.close_all()
-            uploaded = files.upload_all()
-            transaction.commit()
-            transaction = None
-        finally:
-            if transaction is not None:
-                transaction.rollback()
-            files.discard()
-        if self.metrics is not None and uploaded:
-            self.metrics.bytes_uploaded.inc(uploaded)
         return [
             Outgoing(queue, encode_id(output_id, self.body_format), self._properties(delivery, request, case))
-            for output_id, case, queues in routed
+            for output_id, case, queues in self.executor.execute(request)
             for queue in queues
         ]
 
@@ -169,4 +195,4 @@ def _show_body(body: bytes) -> str:
     return text + ("..." if len(body) > 40 else "")
 
 
-__all__ = ["HEADER_ATTEMPT", "Outcome", "Pipeline", "ProcessFn"]
+__all__ = ["HEADER_ATTEMPT", "Executor", "Outcome", "Pipeline", "ProcessFn", "Routed"]

@@ -24,7 +24,7 @@ from .database import Database
 from .errors import ConfigError, ExitCode, SlingshotError
 from .health import HealthServer
 from .metrics import Metrics
-from .pipeline import Pipeline, ProcessFn
+from .pipeline import Executor, Pipeline, ProcessFn
 from .retry import RetryPolicy
 from .secrets import pass_show
 from .settings import Settings
@@ -118,18 +118,8 @@ class Service:
             application_name=f"slingshot {settings.service}",
         )
         store = ObjectStore(lambda: self._ready_resources().s3, client.bucket, self.metrics.bytes_read.inc)
-        self.pipeline = Pipeline(
-            settings.service,
-            self.process,
-            config.routes,
-            store,
-            self._database,
-            self.broker,
-            policy,
-            settings.staging_dir,
-            settings.body_format,
-            self.metrics,
-        )
+        executor = Executor(self.process, config.routes, store, self._database, settings.staging_dir, self.metrics)
+        self.pipeline = Pipeline(settings.service, executor, self.broker, policy, settings.body_format, self.metrics)
         self.broker.start()
         self.started = True
         log.info(
