@@ -36,6 +36,7 @@ class Stack:
     config: ConfigServer
     document: dict[str, Any]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    queues: list[str] = field(default_factory=list)
 
     def publish_document(self) -> None:
         with self.lock:
@@ -56,6 +57,7 @@ class Stack:
         for bucket in buckets.values():
             self.s3.create_bucket(bucket)
         routes = routes if routes is not None else [(True, [f"{name}-out-{suffix}"])]
+        self.queues += [inbound, *(q for _, queues in routes for q in queues)]
         self.document["services"][name] = {
             "in": inbound,
             "out": [{"case": case, "queues": queues} for case, queues in routes],
@@ -96,9 +98,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     server = ConfigServer(SystemMap(document))
     server.start()
+    stack = Stack(s3, passwords, server, document)
     try:
-        yield Stack(s3, passwords, server, document)
+        yield stack
     finally:
+        _delete_queues(stack.queues)
         server.stop()
         s3.stop()
         passwords.stop_agent()
@@ -107,6 +111,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _delete_queues(names: list[str]) -> None:
+    """Remove the test's queues and the retry/dead-letter queues derived from them."""
+    listing = subprocess.run(["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, timeout=60)
+    existing = listing.stdout.split()
+    prefixes = tuple(names)
+    doomed = [q for q in existing if q.startswith(prefixes)]
+    if not doomed:
+        return
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    try:
+        channel = connection.channel()
+        for queue in doomed:
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
 
 
 class Amqp:
