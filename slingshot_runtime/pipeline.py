@@ -20,14 +20,13 @@ from .metrics import Metrics
 from .retry import HEADER_ATTEMPT, RetryPolicy, attempt_of, dead_letter_queue
 from .routing import Case, CaseKey, decode_id, encode_id, format_case, iter_outputs, route
 from .storage import FileSession, ObjectStore
+from .tracing import message_span
 
 log = logging.getLogger(__name__)
 
 HEADER_SOURCE = "x-slingshot-source"
 HEADER_REQUEST = "x-slingshot-request"
 HEADER_CASE = "x-slingshot-case"
-#: Carried from inbound to outbound messages unchanged (W3C trace context).
-PROPAGATED_HEADERS = ("traceparent", "tracestate")
 
 ProcessFn = Callable[..., Iterable[Any] | None]
 
@@ -165,22 +164,21 @@ class Pipeline:
     def run(self, delivery: Delivery) -> list[Outgoing]:
         """Everything up to the publish; raises on any failure."""
         request = decode_id(delivery.body, self.body_format)
+        with message_span(self.service, self.policy.inbound, delivery.headers, str(request)) as trace_headers:
+            routed = self.executor.execute(request)
         return [
-            Outgoing(queue, encode_id(output_id, self.body_format), self._properties(delivery, request, case))
-            for output_id, case, queues in self.executor.execute(request)
+            Outgoing(queue, encode_id(output_id, self.body_format), self._properties(request, case, trace_headers))
+            for output_id, case, queues in routed
             for queue in queues
         ]
 
-    def _properties(self, delivery: Delivery, request: int, case: Case) -> BasicProperties:
+    def _properties(self, request: int, case: Case, trace_headers: Mapping[str, str]) -> BasicProperties:
         headers: dict[str, Any] = {
             HEADER_SOURCE: self.service,
             HEADER_REQUEST: str(request),
             HEADER_CASE: format_case(case),
+            **trace_headers,
         }
-        for name in PROPAGATED_HEADERS:
-            value = delivery.headers.get(name)
-            if isinstance(value, (str, bytes)):
-                headers[name] = value
         return BasicProperties(
             delivery_mode=2,
             content_type="text/plain" if self.body_format == "decimal" else "application/octet-stream",

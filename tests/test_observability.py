@@ -155,3 +155,26 @@ def test_max_messages_and_exit_when_idle(stack: Stack, amqp: Amqp, run_service: 
     idle.thread.join(30)
     assert idle.exit_code == ExitCode.OK
     assert len(amqp.get_all(service.out_queues[0], 2)) == 2
+
+
+def test_trace_context_is_carried_with_a_child_span(stack: Stack, amqp: Amqp, run_service: Callable[..., RunningService]) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    service = stack.add_service()
+    run_service(service, lambda request, r, w, c: [(request, True)])
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    amqp.send(service.inbound, 5, headers={"traceparent": f"00-{trace_id}-{parent_id}-01", "tracestate": "k=v"})
+    _, props = amqp.get(service.out_queues[0])
+    version, out_trace, out_span, _flags = props.headers["traceparent"].split("-")
+    assert out_trace == trace_id and out_span != parent_id
+    assert props.headers["tracestate"] == "k=v"
+    (span,) = [s for s in exporter.get_finished_spans() if s.attributes.get("slingshot.service") == service.name]
+    assert format(span.context.span_id, "016x") == out_span
+    assert format(span.parent.span_id, "016x") == parent_id
