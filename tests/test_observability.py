@@ -172,7 +172,7 @@ def test_trace_context_is_carried_with_a_child_span(stack: Stack, amqp: Amqp, ru
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     amqp.send(service.inbound, 5, headers={"traceparent": f"00-{trace_id}-{parent_id}-01", "tracestate": "k=v"})
     _, props = amqp.get(service.out_queues[0])
-    version, out_trace, out_span, _flags = props.headers["traceparent"].split("-")
+    _version, out_trace, out_span, _flags = props.headers["traceparent"].split("-")
     assert out_trace == trace_id and out_span != parent_id
     assert props.headers["tracestate"] == "k=v"
     (span,) = [s for s in exporter.get_finished_spans() if s.attributes.get("slingshot.service") == service.name]
