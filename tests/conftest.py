@@ -26,7 +26,7 @@ from slingshot_runtime.settings import Settings
 from slingshot_runtime.sysmap import ConfigServer, SystemMap
 
 DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-SECRETS = {"s3/access-key": "", "s3/secret-key": "", "postgres/password": "postgres"}
+SECRETS = {"s3/access-key": "", "s3/secret-key": "", "postgres/password": "pg-Secr3t-9d7f"}
 
 
 @dataclass
