@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -65,6 +66,20 @@ class Stack:
         }
         self.publish_document()
         return ServiceDef(name, inbound, routes, buckets)
+
+
+    def spawn_worker(self, service: ServiceDef, handler: Path, **settings: str) -> subprocess.Popen[str]:
+        """A worker process, as the container runs it: ``python -m slingshot_runtime HANDLER``.
+
+        ``settings`` become ``SLINGSHOT_*`` variables (``retry_delay="0.1"``); stdout and
+        stderr are captured as text.
+        """
+        env = dict(os.environ, PYTHONPATH=str(REPO), SLINGSHOT_SERVICE=service.name, SLINGSHOT_CONFIG_HOST=self.config.url)
+        env.update({f"SLINGSHOT_{key.upper()}": value for key, value in settings.items()})
+        return subprocess.Popen(
+            [sys.executable, "-m", "slingshot_runtime", str(handler)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
 
 
 @dataclass

@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import REPO, Amqp, Stack
+from conftest import Amqp, Stack
 
 SIZE = 200 * 1024 * 1024
 HANDLER = '''
@@ -42,14 +40,7 @@ def test_200mb_object_is_streamed(stack: Stack, amqp: Amqp, tmp_path: Path) -> N
     source.unlink()
     handler = tmp_path / "handler.py"
     handler.write_text(HANDLER)
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        SLINGSHOT_SERVICE=service.name,
-        SLINGSHOT_CONFIG_HOST=stack.config.url,
-        SLINGSHOT_STAGING_DIR=str(tmp_path),
-    )
-    worker = subprocess.Popen([sys.executable, "-m", "slingshot_runtime", str(handler)], env=env, stderr=subprocess.PIPE, text=True)
+    worker = stack.spawn_worker(service, handler, staging_dir=str(tmp_path))
     try:
         amqp.wait_consumer(service.inbound)
         amqp.send(service.inbound, 77)

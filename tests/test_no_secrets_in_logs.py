@@ -3,13 +3,10 @@ successes, handler failures, a storage failure and a dead letter, logs none of t
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import REPO, SECRETS, Amqp, Stack, put_object
+from conftest import SECRETS, Amqp, Stack, put_object
 
 HANDLER = '''
 def process(request, read_file, write_file, connection):
@@ -28,18 +25,7 @@ def test_worker_logs_hold_no_secret(stack: Stack, amqp: Amqp, tmp_path: Path) ->
     put_object(stack, service.buckets["in"], 1, b"data")
     handler = tmp_path / "handler.py"
     handler.write_text(HANDLER)
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        SLINGSHOT_SERVICE=service.name,
-        SLINGSHOT_CONFIG_HOST=stack.config.url,
-        SLINGSHOT_LOG_LEVEL="DEBUG",
-        SLINGSHOT_LOG_FORMAT="json",
-        SLINGSHOT_MAX_ATTEMPTS="2",
-        SLINGSHOT_RETRY_DELAY="0.1",
-    )
-    worker = subprocess.Popen([sys.executable, "-m", "slingshot_runtime", str(handler)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = stack.spawn_worker(service, handler, log_level="DEBUG", log_format="json", max_attempts="2", retry_delay="0.1")
     try:
         amqp.wait_consumer(service.inbound)
         for request in (1, 2, 3, b"not-a-number"):
