@@ -11,7 +11,7 @@ set -euo pipefail
 
 # Debian packages the tests need. Later work appends here (containers: buildah podman runc
 # debootstrap uidmap). RabbitMQ and PostgreSQL come with this kind of machine.
-APT_PACKAGES=(pass gnupg)
+APT_PACKAGES=(pass gnupg buildah podman runc debootstrap uidmap graphviz)
 
 PYTHON=${PYTHON:-python3}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

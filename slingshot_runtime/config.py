@@ -13,13 +13,16 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 
 from .errors import ConfigError
 from .routing import CaseKey, case_key
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,14 @@ class PostgresConfig:
     username: str
     #: GNU pass entry name of the password.
     password_entry: str
+
+    def url(self, password: str) -> URL:
+        """The SQLAlchemy URL, once the password entry has been resolved."""
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2", username=self.username, password=password, host=self.host, port=self.port, database=self.database
+        )
 
 
 def base_url(host: str) -> str:

@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Self
 
+from .secrets import MAX_GNUPGHOME_LEN
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -52,7 +54,6 @@ RABBITMQ_PORT = 5672
 POSTGRES_PORT = 5432
 # gpg-agent puts sockets ("S.gpg-agent.browser", ...) into GNUPGHOME when
 # /run/user/UID is missing; sun_path is 108 bytes, so keep the home short.
-MAX_GNUPGHOME_LEN = 80
 MAX_SOCKET_DIR_LEN = 80
 # Every port flag of `weed mini` 4.48 that listens. The gRPC ports default to
 # http port + 10000, which overflows for ephemeral ports (admin then listens on

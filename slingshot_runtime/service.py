@@ -322,17 +322,8 @@ class Service:
         if settings.database_url:
             database_url = settings.database_url
         else:
-            from sqlalchemy.engine import URL
-
             pg = client.postgres()
-            database_url = URL.create(
-                "postgresql+psycopg2",
-                username=pg.username,
-                password=pass_show(pg.password_entry),
-                host=pg.host,
-                port=pg.port,
-                database=pg.database,
-            )
+            database_url = pg.url(pass_show(pg.password_entry))
         return _Resources(S3Credentials(storage.endpoint, storage.region, access.result(), secret.result()), database_url)
 
     def _ready_resources(self) -> _Resources:
