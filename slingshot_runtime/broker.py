@@ -14,6 +14,7 @@ import logging
 import queue
 import random
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from functools import partial
 from typing import Any
 
 import pika
+import pika.data
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
@@ -35,6 +37,33 @@ log = logging.getLogger(__name__)
 
 PRECONDITION_FAILED = 406
 IO_TICK = 1.0
+
+
+def _tolerate_odd_header_values() -> None:
+    """Decode a timestamp header past the year 9999 as its seconds instead of raising.
+
+    pika turns an AMQP timestamp into a datetime, which raises past the year 9999, and it
+    raises inside the I/O loop: the connection drops, the broker redelivers the same message,
+    and the worker reconnects forever without processing anything. One odd header from
+    another client (any u64 is a valid AMQP timestamp) would wedge the service.
+    """
+    original = pika.data.decode_value
+    if getattr(original, "slingshot_tolerant", False):
+        return
+
+    def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
+        try:
+            return original(encoded, offset)  # type: ignore[no-any-return]
+        except (ValueError, OverflowError, OSError):
+            if encoded[offset : offset + 1] == b"T":
+                return struct.unpack_from(">Q", encoded, offset + 1)[0], offset + 9
+            raise
+
+    decode_value.slingshot_tolerant = True  # type: ignore[attr-defined]
+    pika.data.decode_value = decode_value
+
+
+_tolerate_odd_header_values()
 
 
 @dataclass(frozen=True)
@@ -312,6 +341,10 @@ class Broker:
         """Forget the lost channel: its unacked deliveries go back to the queue broker-side."""
         self._connection = None
         self._channel = None
+        # Its deliveries still in the inbox are stale from now on, not only once the next channel
+        # opens: workers skip them instead of processing (uploading, committing) messages whose
+        # ack can no longer reach the broker and which it redelivers anyway.
+        self._generation += 1
         if self._consumer_tag is not None:
             self._consumer_tag = None
             self.on_consuming(False)

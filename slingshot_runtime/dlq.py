@@ -4,9 +4,10 @@ RabbitMQ cannot peek: reading a message means taking it. So every operation here
 the dead letters with ``basic.get`` *without* acking them and then settles each one: it
 acks what it replayed (only after the broker confirmed the replayed copy) or purged, and
 returns the rest with ``basic.nack(requeue=True)`` one by one, oldest first. A classic
-queue puts a returned message back at its old position and a quorum queue hands returned
-messages out first in the order they came back, so the DLQ keeps its order and the index
-``list`` shows stays valid until the DLQ changes. A crash at any point leaves each dead
+queue (what the runtime declares) puts a returned message back at its old position, so the
+DLQ keeps its order and the index ``list`` shows stays valid until the DLQ changes. A
+quorum queue (RabbitMQ 3.10, measured) appends returned messages in the order returned,
+behind any that arrived while they were held. A crash at any point leaves each dead
 letter in the DLQ, in the inbound queue or (at worst, after a crash between the confirm and
 the ack) in both: never in neither. The protocol is in docs/failure-handling.md.
 """
@@ -14,11 +15,11 @@ the ack) in both: never in neither. The protocol is in docs/failure-handling.md.
 from __future__ import annotations
 
 import base64
-import collections
+import contextlib
 import copy
 import datetime
 import decimal
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +59,8 @@ REPLAY_REMOVED = (
 )
 
 
-class SelectionError(SlingshotError):
-    """An index or message id that names no dead letter (the operator's input, not the system)."""
+class OperatorError(SlingshotError):
+    """The operator's input names nothing usable (an unknown index or message id, a missing option)."""
 
     exit_code = ExitCode.USAGE
 
@@ -157,6 +158,7 @@ class DeadLetterQueue:
         self.name = dead_letter_queue(inbound)
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._unsettled: dict[int, DeadLetter] = {}
 
     def __enter__(self) -> DeadLetterQueue:
         try:
@@ -164,16 +166,18 @@ class DeadLetterQueue:
             self._channel = self._connection.channel()
         except pika.exceptions.AMQPError as exc:
             raise BrokerError(f"cannot connect to RabbitMQ at {self.params.host}:{self.params.port}: {_describe(exc)}") from exc
-        self.count()  # fails clearly when the DLQ does not exist
+        try:
+            self.count()  # fails clearly when the DLQ does not exist
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
-            try:
+            with contextlib.suppress(pika.exceptions.AMQPError):
                 connection.close()  # returns anything still held, should an error have skipped that
-            except pika.exceptions.AMQPError:
-                pass
 
     @property
     def channel(self) -> BlockingChannel:
@@ -227,17 +231,28 @@ class DeadLetterQueue:
                     raise BrokerError(f"replay stopped after {len(done)}: the broker refused the copy of #{letter.index}") from exc
                 except pika.exceptions.AMQPError as exc:
                     raise BrokerError(f"replay stopped after {len(done)}: {_describe(exc)}") from exc
-                self._settle(letter, ack=True)
+                self._remove(letter)
                 done.append(letter)
             return done
 
-    def purge(self, selectors: Sequence[str] | None, limit: int | None = None) -> int:
-        """Delete the named dead letters (the first ``limit``, or all, for ``None``); returns how many."""
+    def purge(
+        self,
+        selectors: Sequence[str] | None,
+        limit: int | None = None,
+        confirm: Callable[[Sequence[DeadLetter]], bool] = lambda letters: True,
+    ) -> int:
+        """Delete the named dead letters (the first ``limit``, or all, for ``None``); returns how many.
+
+        ``confirm`` sees exactly the dead letters about to go while they are held, so what the
+        operator agreed to is what is deleted even if more arrive meanwhile.
+        """
         with self._held(None if selectors is not None else limit) as letters:
             chosen = select(letters, selectors, self.name) if selectors is not None else letters
             chosen = chosen[:limit] if limit is not None else chosen
+            if not chosen or not confirm(chosen):
+                return 0
             for letter in chosen:
-                self._settle(letter, ack=True)
+                self._remove(letter)
             return len(chosen)
 
     # -- taking and returning ------------------------------------------------------------------
@@ -245,7 +260,8 @@ class DeadLetterQueue:
     def _take(self, limit: int | None) -> list[DeadLetter]:
         """Up to ``limit`` dead letters, unacked. Bounded by the count at the start, so dead
         letters arriving meanwhile (a replay failing again) cannot make it loop."""
-        wanted = self.count() if limit is None else min(limit, self.count())
+        waiting = self.count()
+        wanted = waiting if limit is None else min(limit, waiting)
         letters: list[DeadLetter] = []
         try:
             while len(letters) < wanted:
@@ -257,13 +273,77 @@ class DeadLetterQueue:
             raise BrokerError(f"cannot read {self.name!r}: {_describe(exc)}") from exc
         return letters
 
-    @_contextmanager_held := None  # placeholder replaced below (keeps the docstring near _take)
-
-    def _settle(self, letter: DeadLetter, ack: bool) -> None:
+    @contextlib.contextmanager
+    def _held(self, limit: int | None) -> Iterator[list[DeadLetter]]:
+        """Take dead letters; whatever the block does not settle goes back, oldest first."""
+        letters = self._take(limit)
+        self._unsettled = {letter.tag: letter for letter in letters}
         try:
-            if ack:
-                self.channel.basic_ack(letter.tag)
-            else:
-                self.channel.basic_nack(letter.tag, requeue=True)
+            yield letters
+        finally:
+            unsettled, self._unsettled = self._unsettled, {}
+            channel = self._channel
+            if channel is not None and channel.is_open:
+                try:
+                    for tag in sorted(unsettled):
+                        channel.basic_nack(tag, requeue=True)
+                except pika.exceptions.AMQPError:
+                    pass  # the channel is gone: the broker returns unacked messages itself
+
+    def _remove(self, letter: DeadLetter) -> None:
+        """Ack a held dead letter: it leaves the DLQ for good."""
+        try:
+            self.channel.basic_ack(letter.tag)
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot settle dead letter #{letter.index}: {_describe(exc)}") from exc
+            raise BrokerError(f"cannot remove dead letter #{letter.index}: {_describe(exc)}") from exc
+        self._unsettled.pop(letter.tag, None)
+
+
+def select(letters: Sequence[DeadLetter], selectors: Sequence[str], queue: str) -> list[DeadLetter]:
+    """The dead letters named by 1-based index (a number) or message id, in the order named;
+    any name that matches nothing fails the whole selection before anything is changed."""
+    by_id: dict[str, DeadLetter] = {}
+    for letter in letters:
+        if letter.message_id is not None:
+            by_id.setdefault(letter.message_id, letter)
+    chosen: dict[int, DeadLetter] = {}
+    for selector in selectors:
+        text = selector.strip()
+        if text.isdigit():
+            index = int(text)
+            if not 1 <= index <= len(letters):
+                held = f"it holds {len(letters)}" if letters else "it is empty"
+                raise OperatorError(f"no dead letter #{index} in {queue!r} ({held}; indexes start at 1)")
+            letter = letters[index - 1]
+        elif text in by_id:
+            letter = by_id[text]
+        else:
+            raise OperatorError(f"no dead letter with index or message id {selector!r} in {queue!r}")
+        chosen.setdefault(letter.tag, letter)
+    return list(chosen.values())
+
+
+def jsonable(value: Any) -> Any:
+    """Header values as JSON: bytes become text (or base64), timestamps ISO-8601, decimals strings."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        text = _body_text(value)
+        return text if text is not None else {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def _body_text(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
