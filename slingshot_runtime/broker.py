@@ -142,7 +142,7 @@ def declare_queues(params: pika.ConnectionParameters, specs: Sequence[QueueSpec]
     try:
         connection = pika.BlockingConnection(params)
     except pika.exceptions.AMQPError as exc:
-        raise BrokerError(f"cannot connect to RabbitMQ at {params.host}:{params.port}: {_describe(exc)}") from exc
+        raise BrokerError(f"cannot connect to RabbitMQ at {params.host}:{params.port}: {describe_error(exc)}") from exc
     try:
         channel = connection.channel()
         for spec in specs:
@@ -155,7 +155,7 @@ def declare_queues(params: pika.ConnectionParameters, specs: Sequence[QueueSpec]
                 channel.queue_declare(spec.name, passive=True)
                 log.debug("queue %s exists with other arguments; using it as it is", spec.name)
     except pika.exceptions.AMQPError as exc:
-        raise BrokerError(f"cannot declare queues: {_describe(exc)}") from exc
+        raise BrokerError(f"cannot declare queues: {describe_error(exc)}") from exc
     finally:
         if connection.is_open:
             connection.close()
@@ -219,7 +219,7 @@ class Broker:
             self._stopping = True
             raise BrokerError(f"no consumer on {self._inbound!r} after {timeout:.0f}s")
         if self._fatal is not None:
-            raise BrokerError(f"cannot consume from {self._inbound!r}: {_describe(self._fatal)}") from self._fatal
+            raise BrokerError(f"cannot consume from {self._inbound!r}: {describe_error(self._fatal)}") from self._fatal
 
     @property
     def consuming(self) -> bool:
@@ -309,7 +309,7 @@ class Broker:
                 self._connection.ioloop.start()
             except Exception as exc:
                 self._fatal = exc
-                log.warning("broker connection failed: %s", _describe(exc))
+                log.warning("broker connection failed: %s", describe_error(exc))
             self._reset_connection_state()
             if self._stopping:
                 break
@@ -377,12 +377,12 @@ class Broker:
 
     def _on_connection_error(self, connection: pika.connection.Connection, error: BaseException | str) -> None:
         self._fatal = error if isinstance(error, BaseException) else BrokerError(str(error))
-        log.warning("cannot connect to RabbitMQ: %s", _describe(self._fatal))
+        log.warning("cannot connect to RabbitMQ: %s", describe_error(self._fatal))
         connection.ioloop.stop()
 
     def _on_connection_closed(self, connection: pika.connection.Connection, reason: BaseException) -> None:
         if not self._stopping:
-            log.warning("broker connection closed: %s", _describe(reason))
+            log.warning("broker connection closed: %s", describe_error(reason))
         connection.ioloop.stop()
 
     def _on_channel_open(self, channel: Channel) -> None:
@@ -412,7 +412,7 @@ class Broker:
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         if self._connection is not None and self._connection.is_open:
             if not self._stopping:
-                log.warning("channel closed: %s", _describe(reason))
+                log.warning("channel closed: %s", describe_error(reason))
             self._connection.close()
 
     def _on_cancelled(self, frame: Any) -> None:
@@ -528,7 +528,7 @@ class Broker:
         return channel
 
 
-def _describe(exc: BaseException | str) -> str:
+def describe_error(exc: BaseException | str) -> str:
     if isinstance(exc, str):
         return exc
     text = str(exc) or repr(exc)

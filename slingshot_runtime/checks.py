@@ -150,27 +150,27 @@ def _check_rabbitmq(rabbit: RabbitConfig, service: ServiceConfig, settings: Sett
     import pika
     import pika.exceptions
 
-    from .broker import _describe, connection_parameters
+    from .broker import connection_parameters, describe_error
 
     params = connection_parameters(rabbit, settings.heartbeat, f"slingshot {settings.service} check")
     try:
         connection = pika.BlockingConnection(params)
     except pika.exceptions.AMQPError as exc:
-        raise BrokerError(f"cannot connect to {rabbit.host}:{rabbit.port}: {_describe(exc)}") from exc
+        raise BrokerError(f"cannot connect to {rabbit.host}:{rabbit.port}: {describe_error(exc)}") from exc
     try:
         channel = connection.channel()
         try:
             declared = channel.queue_declare(service.inbound, passive=True).method
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 404:
-                raise BrokerError(f"queue {service.inbound!r}: {_describe(exc)}") from exc
+                raise BrokerError(f"queue {service.inbound!r}: {describe_error(exc)}") from exc
             return f"connected to {rabbit.host}:{rabbit.port}; queue {service.inbound!r} not declared yet (the service declares it)"
         return (
             f"connected to {rabbit.host}:{rabbit.port}; queue {service.inbound!r}: "
             f"{declared.message_count} ready, {declared.consumer_count} consumers"
         )
     except pika.exceptions.AMQPError as exc:
-        raise BrokerError(f"{rabbit.host}:{rabbit.port}: {_describe(exc)}") from exc
+        raise BrokerError(f"{rabbit.host}:{rabbit.port}: {describe_error(exc)}") from exc
     finally:
         if connection.is_open:
             connection.close()
@@ -178,7 +178,7 @@ def _check_rabbitmq(rabbit: RabbitConfig, service: ServiceConfig, settings: Sett
 
 def _check_storage(storage: StorageConfig, access: str, secret: str, client: ConfigClient, buckets: Sequence[str]) -> str:
     """List buckets (an AccessDenied still proves the keys are valid), then head each named reference."""
-    from .storage import ObjectStore, S3Credentials, _describe
+    from .storage import ObjectStore, S3Credentials, describe_error
 
     credentials = S3Credentials(storage.endpoint, storage.region, access, secret)
     store = ObjectStore(lambda: credentials, client.bucket)
@@ -187,14 +187,14 @@ def _check_storage(storage: StorageConfig, access: str, secret: str, client: Con
         summary = f"{storage.endpoint}: {len(listed.get('Buckets', []))} buckets visible"
     except Exception as exc:
         if _error_code(exc) != "AccessDenied":
-            raise StorageError(f"{storage.endpoint}: {_describe(exc)}") from exc
+            raise StorageError(f"{storage.endpoint}: {describe_error(exc)}") from exc
         summary = f"{storage.endpoint}: keys accepted (listing buckets is not allowed)"
     for reference in buckets:
         bucket = store.bucket(reference)
         try:
             store.client.head_bucket(Bucket=bucket)
         except Exception as exc:
-            raise StorageError(f"bucket {reference!r} ({bucket}): {_describe(exc)}") from exc
+            raise StorageError(f"bucket {reference!r} ({bucket}): {describe_error(exc)}") from exc
         summary += f"; {reference} -> {bucket} ok"
     return summary
 
@@ -207,7 +207,7 @@ def _error_code(exc: Exception) -> str:
 def _check_database(url: Any) -> str:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .database import Database, _describe
+    from .database import Database, describe_error
 
     database = Database(lambda: url, application_name="slingshot check")
     try:
@@ -215,7 +215,7 @@ def _check_database(url: Any) -> str:
         try:
             value = transaction.connection.exec_driver_sql("SELECT 1").scalar()
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"SELECT 1 failed: {_describe(exc)}") from exc
+            raise DatabaseError(f"SELECT 1 failed: {describe_error(exc)}") from exc
         finally:
             transaction.rollback()
         if value != 1:

@@ -69,7 +69,7 @@ class Database:
             return Transaction(conn, conn.begin(), self._touch)
         except SQLAlchemyError as exc:
             self._forget()
-            raise DatabaseError(f"cannot open a database transaction: {_describe(exc)}") from exc
+            raise DatabaseError(f"cannot open a database transaction: {describe_error(exc)}") from exc
 
     def _touch(self) -> None:
         self._local.last_used = time.monotonic()
@@ -113,7 +113,7 @@ class Transaction:
                 log.warning("process() ended the message's transaction itself; the runtime commits nothing more")
         except SQLAlchemyError as exc:
             self.rollback()
-            raise DatabaseError(f"commit failed: {_describe(exc)}") from exc
+            raise DatabaseError(f"commit failed: {describe_error(exc)}") from exc
         finally:
             self._on_end()
 
@@ -132,7 +132,7 @@ class Transaction:
             self._on_end()
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     """The driver's first line; SQLAlchemy's message can carry SQL but never the password."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()

@@ -28,10 +28,10 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
-from .broker import _describe
+from .broker import describe_error
 from .errors import BrokerError, ExitCode, SlingshotError
 from .retry import (
-    _BROKER_HEADERS,
+    BROKER_HEADERS,
     HEADER_ATTEMPT,
     HEADER_ATTEMPTS,
     HEADER_ERROR,
@@ -139,7 +139,7 @@ def replay_properties(properties: BasicProperties) -> BasicProperties:
     headers = {
         key: value
         for key, value in (properties.headers or {}).items()
-        if key not in REPLAY_REMOVED and not key.startswith(_BROKER_HEADERS)
+        if key not in REPLAY_REMOVED and not key.startswith(BROKER_HEADERS)
     }
     replays = headers.get(HEADER_REPLAYS)
     headers[HEADER_REPLAYS] = (replays if isinstance(replays, int) and not isinstance(replays, bool) and replays >= 0 else 0) + 1
@@ -165,7 +165,7 @@ class DeadLetterQueue:
             self._connection = pika.BlockingConnection(self.params)
             self._channel = self._connection.channel()
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot connect to RabbitMQ at {self.params.host}:{self.params.port}: {_describe(exc)}") from exc
+            raise BrokerError(f"cannot connect to RabbitMQ at {self.params.host}:{self.params.port}: {describe_error(exc)}") from exc
         try:
             self.count()  # fails clearly when the DLQ does not exist
         except BaseException:
@@ -192,9 +192,9 @@ class DeadLetterQueue:
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == NOT_FOUND:
                 raise BrokerError(f"dead-letter queue {self.name!r} does not exist (no worker of this service has started yet?)") from exc
-            raise BrokerError(f"cannot inspect {self.name!r}: {_describe(exc)}") from exc
+            raise BrokerError(f"cannot inspect {self.name!r}: {describe_error(exc)}") from exc
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot inspect {self.name!r}: {_describe(exc)}") from exc
+            raise BrokerError(f"cannot inspect {self.name!r}: {describe_error(exc)}") from exc
 
     # -- operations --------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class DeadLetterQueue:
                 except pika.exceptions.NackError as exc:
                     raise BrokerError(f"replay stopped after {len(done)}: the broker refused the copy of #{letter.index}") from exc
                 except pika.exceptions.AMQPError as exc:
-                    raise BrokerError(f"replay stopped after {len(done)}: {_describe(exc)}") from exc
+                    raise BrokerError(f"replay stopped after {len(done)}: {describe_error(exc)}") from exc
                 self._remove(letter)
                 done.append(letter)
             return done
@@ -270,7 +270,7 @@ class DeadLetterQueue:
                     break
                 letters.append(DeadLetter(len(letters) + 1, body, properties, method.delivery_tag))
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot read {self.name!r}: {_describe(exc)}") from exc
+            raise BrokerError(f"cannot read {self.name!r}: {describe_error(exc)}") from exc
         return letters
 
     @contextlib.contextmanager
@@ -295,7 +295,7 @@ class DeadLetterQueue:
         try:
             self.channel.basic_ack(letter.tag)
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot remove dead letter #{letter.index}: {_describe(exc)}") from exc
+            raise BrokerError(f"cannot remove dead letter #{letter.index}: {describe_error(exc)}") from exc
         self._unsettled.pop(letter.tag, None)
 
 

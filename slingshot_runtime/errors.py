@@ -10,7 +10,7 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """Process exit codes; documented in docs/operations.md."""
+    """Process exit codes; documented in docs/operations.md and docs/failure-handling.md."""
 
     OK = 0
     FAILURE = 1

@@ -28,7 +28,7 @@ HEADER_SERVICE = "x-slingshot-service"
 HEADER_QUEUE = "x-slingshot-queue"
 
 #: Headers RabbitMQ adds when dead-lettering through the delay queues.
-_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 ERROR_LIMIT = 1000
 TRACEBACK_LIMIT = 4000
 
@@ -113,7 +113,7 @@ def describe_error(error: BaseException | str) -> dict[str, Any]:
 
 def _carried_headers(delivery: Delivery) -> dict[str, Any]:
     """The delivery's headers minus broker bookkeeping, provided pika can encode them again."""
-    headers = {k: v for k, v in delivery.headers.items() if not k.startswith(_BROKER_HEADERS)}
+    headers = {k: v for k, v in delivery.headers.items() if not k.startswith(BROKER_HEADERS)}
     try:
         BasicProperties(headers=headers).encode()
     except Exception:

@@ -286,8 +286,8 @@ class Service:
             self._warned_slow.update(slow)
         for _ in slow:
             log.warning(
-                "process() has run for over %.0fs on one message; RabbitMQ closes the channel when "
-                "a delivery stays unacked past its consumer_timeout (default 30 min)",
+                "process() has run for over %gs on one message (SLINGSHOT_SLOW_HANDLER_WARNING); RabbitMQ closes "
+                "the channel when a delivery stays unacked past its consumer_timeout (default 30 min)",
                 limit,
             )
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+REFERENCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 #: Objects above this size go up in parts (boto3's managed transfer); memory in flight
 #: is at most part size x concurrency, whatever the object's size.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -88,7 +88,7 @@ class ObjectStore:
         )
 
     def bucket(self, reference: str) -> str:
-        if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference) or reference in (".", ".."):
+        if not isinstance(reference, str) or not REFERENCE_PATTERN.fullmatch(reference) or reference in (".", ".."):
             raise BadKeyError(f"bucket reference must be a simple name like 'in' (no '/', not '..'), got {reference!r}")
         return self._resolve_bucket(reference)
 
@@ -97,7 +97,7 @@ class ObjectStore:
         try:
             response = self.client.get_object(Bucket=bucket, Key=object_key)
         except Exception as exc:
-            raise StorageError(f"cannot read s3://{bucket}/{object_key}: {_describe(exc)}") from exc
+            raise StorageError(f"cannot read s3://{bucket}/{object_key}: {describe_error(exc)}") from exc
         raw = _S3Body(response["Body"], f"s3://{bucket}/{object_key}", self._on_read)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_BUFFER))
 
@@ -110,7 +110,7 @@ class ObjectStore:
         try:
             self.client.upload_file(path, bucket, object_key, Config=config)
         except Exception as exc:
-            raise StorageError(f"cannot upload s3://{bucket}/{object_key}: {_describe(exc)}") from exc
+            raise StorageError(f"cannot upload s3://{bucket}/{object_key}: {describe_error(exc)}") from exc
 
 
 class _S3Body(io.RawIOBase):
@@ -133,7 +133,7 @@ class _S3Body(io.RawIOBase):
         try:
             data = self._body.read(len(buffer))
         except Exception as exc:
-            raise StorageError(f"reading {self.name} failed: {_describe(exc)}") from exc
+            raise StorageError(f"reading {self.name} failed: {describe_error(exc)}") from exc
         buffer[: len(data)] = data
         if self._on_read is not None:
             self._on_read(len(data))
@@ -210,7 +210,7 @@ def _object_key(id: int) -> str:
     return str(id)
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     """botocore errors name the code and operation; credentials never appear in them."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):

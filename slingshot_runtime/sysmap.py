@@ -40,7 +40,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .routing import Case, case_key, format_case
-from .storage import _REFERENCE as REFERENCE_NAME
+from .storage import REFERENCE_PATTERN as REFERENCE_NAME
 
 __all__ = [
     "ConfigServer",

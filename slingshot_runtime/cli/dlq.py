@@ -91,7 +91,7 @@ def _selection_options(verb: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 def _session(service: str, config_host: str | None, queue: str | None, amqp_url: str | None) -> DeadLetterQueue:
     """The DLQ session for SERVICE, from whichever sources the options name."""
     name = f"slingshot-dlq {service}"
-    params = _url_parameters(amqp_url, name) if amqp_url else None
+    params = url_parameters(amqp_url, name) if amqp_url else None
     if queue is None or params is None:
         if not config_host:
             raise OperatorError(
@@ -112,7 +112,8 @@ def _session(service: str, config_host: str | None, queue: str | None, amqp_url:
     return DeadLetterQueue(params, queue)
 
 
-def _url_parameters(url: str, name: str) -> pika.ConnectionParameters:
+def url_parameters(url: str, name: str) -> pika.ConnectionParameters:
+    """``--amqp-url`` as connection parameters; shared by every command that talks to the broker."""
     usage = "--amqp-url (SLINGSHOT_AMQP_URL) must look like amqp://USER:PASSWORD@HOST:PORT/VHOST"
     if not url.startswith(("amqp://", "amqps://")):
         raise OperatorError(usage)

@@ -22,7 +22,7 @@ import click
 import pika
 import pika.exceptions
 
-from ..broker import _describe as describe_amqp_error
+from ..broker import describe_error as describe_amqp_error
 from ..dlq import jsonable
 from ..errors import ConfigError, ExitCode, SlingshotError, StorageError
 from ..loader import load_handler
@@ -30,7 +30,7 @@ from ..pipeline import ProcessFn
 from ..routing import U64_MAX, Case, case_key, encode_id, format_case, is_u64
 from ..sysmap import SystemMapError, load_system_map
 from ..testing import Harness
-from .dlq import _url_parameters
+from .dlq import url_parameters
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 NOT_FOUND = 404
@@ -278,7 +278,7 @@ def _fail_with(exc: SlingshotError, show_traceback: bool) -> Any:
 
 def _connect(url: str, name: str) -> pika.BlockingConnection:
     try:
-        params = _url_parameters(url, name)
+        params = url_parameters(url, name)
     except SlingshotError as exc:
         raise Failure(str(exc), exc.exit_code) from None
     try:
