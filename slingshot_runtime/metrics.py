@@ -21,6 +21,10 @@ class Metrics:
             "slingshot_processing_seconds", "Time from taking a message to handing its outputs to the broker.",
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.outputs = Counter(
+            "slingshot_outputs", "Outputs handed to the broker, by case (JSON spelling: true, 1, \"1\").", ["case"],
+            registry=self.registry,
+        ).labels  # call with case=...
         self.in_flight = Gauge("slingshot_in_flight", "Messages being processed now.", registry=self.registry)
         self.retries = Counter("slingshot_retries", "Messages sent to a retry queue.", registry=self.registry)
         self.dead_letters = Counter("slingshot_dead_letters", "Messages sent to the dead-letter queue.", registry=self.registry)

@@ -166,6 +166,9 @@ class Pipeline:
         request = decode_id(delivery.body, self.body_format)
         with message_span(self.service, self.policy.inbound, delivery.headers, str(request)) as trace_headers:
             routed = self.executor.execute(request)
+        if self.metrics is not None:
+            for _, case, _ in routed:
+                self.metrics.outputs(case=format_case(case)).inc()
         return [
             Outgoing(queue, encode_id(output_id, self.body_format), self._properties(request, case, trace_headers))
             for output_id, case, queues in routed

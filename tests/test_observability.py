@@ -61,6 +61,7 @@ def test_health_readiness_and_metrics(stack: Stack, amqp: Amqp, run_service: Cal
     assert _metric(metrics, 'slingshot_messages_total{outcome="ok"}') == 2
     assert _metric(metrics, 'slingshot_messages_total{outcome="dead_lettered"}') == 1
     assert _metric(metrics, "slingshot_dead_letters_total") == 1
+    assert _metric(metrics, 'slingshot_outputs_total{case="true"}') == 2
     assert _metric(metrics, "slingshot_bytes_read_total") == 3000
     assert _metric(metrics, "slingshot_bytes_uploaded_total") == 2000
     assert _metric(metrics, "slingshot_processing_seconds_count") == 3
