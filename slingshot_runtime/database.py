@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DatabaseError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import URL, Connection, Engine, RootTransaction
+    from sqlalchemy.engine import URL, Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,11 @@ class Database:
         return self._engine
 
     def begin(self) -> Transaction:
-        """This thread's connection with a new transaction."""
+        """This thread's connection for one message.
+
+        Its transaction begins with the first statement (SQLAlchemy's autobegin), so a
+        message that never touches the database costs no round trip at all.
+        """
         from sqlalchemy.exc import SQLAlchemyError
 
         conn: Connection | None = getattr(self._local, "connection", None)
@@ -66,7 +70,7 @@ class Database:
                 self._local.connection = conn
             elif conn.in_transaction():
                 conn.rollback()  # left open by a message that ended abnormally
-            return Transaction(conn, conn.begin(), self._touch)
+            return Transaction(conn, self._touch)
         except SQLAlchemyError as exc:
             self._forget()
             raise DatabaseError(f"cannot open a database transaction: {describe_error(exc)}") from exc
@@ -97,20 +101,17 @@ class Database:
 class Transaction:
     """One message's transaction: committed only after its files are uploaded."""
 
-    def __init__(self, connection: Connection, transaction: RootTransaction, on_end: Callable[[], None]) -> None:
+    def __init__(self, connection: Connection, on_end: Callable[[], None]) -> None:
         self.connection = connection
-        self._transaction = transaction
         self._on_end = on_end
 
     def commit(self) -> None:
+        """Commit what ``process`` did, including a transaction it began itself."""
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            if self._transaction.is_active:
-                self._transaction.commit()
-            else:
-                # process() ended the transaction itself (commit or rollback); nothing to finish.
-                log.warning("process() ended the message's transaction itself; the runtime commits nothing more")
+            if self.connection.in_transaction():
+                self.connection.commit()
         except SQLAlchemyError as exc:
             self.rollback()
             raise DatabaseError(f"commit failed: {describe_error(exc)}") from exc
@@ -118,10 +119,9 @@ class Transaction:
             self._on_end()
 
     def rollback(self) -> None:
+        """Undo everything; also frees a connection whose commit failed (no transaction, yet not reusable)."""
         try:
-            # close() rolls back an active transaction and also releases one whose commit
-            # failed (inactive but still attached to the connection).
-            self._transaction.close()
+            self.connection.rollback()
         except Exception:  # the connection is already gone; the pool replaces it
             log.debug("rollback failed", exc_info=True)
             try:
