@@ -205,6 +205,9 @@ class Broker:
         self._by_message_id: dict[str, _Pending] = {}
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        # Delivery tags in delivery order, and which are settled (value: already sent).
+        self._delivered: collections.deque[int] = collections.deque()
+        self._settled: dict[int, bool] = {}
 
         self.on_consuming: Callable[[bool], None] = lambda consuming: None
 
@@ -289,6 +292,7 @@ class Broker:
             except Exception:
                 log.exception("broker operation failed; reconnecting")
                 self._close_connection()
+        self._flush_acks()
 
     # -- the I/O thread -----------------------------------------------------------------------
 
@@ -355,6 +359,8 @@ class Broker:
         self._unconfirmed.clear()
         self._early.clear()
         self._by_message_id.clear()
+        self._delivered.clear()
+        self._settled.clear()
         # Ops still queued run on the next channel; those of stale deliveries drop themselves.
         self._wake_scheduled = False
 
@@ -436,6 +442,7 @@ class Broker:
             connection.ioloop.stop()
 
     def _on_message(self, channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes) -> None:
+        self._delivered.append(method.delivery_tag)
         self.inbox.put(Delivery(method.delivery_tag, body, properties, method.redelivered, self._generation))
 
     # -- publishing and confirms (I/O thread) --------------------------------------------------
@@ -480,6 +487,7 @@ class Broker:
         while self._unconfirmed and self._unconfirmed[0][0] in self._early:
             seq, pending = self._unconfirmed.popleft()
             self._confirm(pending, self._early.pop(seq))
+        self._flush_acks()
 
     def _confirm(self, pending: _Pending, ok: bool) -> None:
         if not ok and pending.error is None:
@@ -509,15 +517,37 @@ class Broker:
             self._nack(pending.delivery)
 
     def _ack(self, delivery: Delivery) -> None:
-        channel = self._settled_channel(delivery)
-        if channel is not None:
-            channel.basic_ack(delivery.tag)
+        """Mark it done; :meth:`_flush_acks` sends the acks of a whole batch as one frame."""
+        if self._settled_channel(delivery) is not None:
+            self._settled[delivery.tag] = False
 
     def _nack(self, delivery: Delivery) -> None:
         """Back to the queue, for this or another worker."""
         channel = self._settled_channel(delivery)
         if channel is not None:
             channel.basic_nack(delivery.tag, requeue=True)
+            self._settled[delivery.tag] = True
+
+    def _flush_acks(self) -> None:
+        """Ack settled deliveries: one ``multiple`` ack for the run settled from the oldest
+        delivery on, single acks for those settled behind a message still in hand (so a long
+        message does not hold the others' prefetch slots)."""
+        channel = self._channel
+        settled = self._settled
+        if not settled or channel is None or not channel.is_open:
+            return
+        delivered = self._delivered
+        last = 0
+        while delivered and delivered[0] in settled:
+            tag = delivered.popleft()
+            if not settled.pop(tag):
+                last = tag
+        if last:
+            channel.basic_ack(last, multiple=True)
+        for tag, sent in settled.items():
+            if not sent:
+                channel.basic_ack(tag)
+                settled[tag] = True
 
     def _settled_channel(self, delivery: Delivery) -> Channel | None:
         """The channel to settle ``delivery`` on, or None when it died with its channel."""
