@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -13,18 +14,21 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = {"service": service}
-        self.messages = Counter(
+        messages = Counter(
             "slingshot_messages", "Messages handled, by outcome (ok, retried, dead_lettered).", ["outcome"],
             registry=self.registry,
-        ).labels  # call with outcome=...
+        )
+        # Children bound once: labels() costs more than the increment on the per-message path.
+        self._by_outcome = {outcome: messages.labels(outcome=outcome) for outcome in ("ok", "retried", "dead_lettered")}
         self.processing = Histogram(
             "slingshot_processing_seconds", "Time from taking a message to handing its outputs to the broker.",
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self.outputs = Counter(
+        self._outputs = Counter(
             "slingshot_outputs", "Outputs handed to the broker, by case (JSON spelling: true, 1, \"1\").", ["case"],
             registry=self.registry,
-        ).labels  # call with case=...
+        )
+        self._by_case: dict[str, Any] = {}
         self.in_flight = Gauge("slingshot_in_flight", "Messages being processed now.", registry=self.registry)
         self.retries = Counter("slingshot_retries", "Messages sent to a retry queue.", registry=self.registry)
         self.dead_letters = Counter("slingshot_dead_letters", "Messages sent to the dead-letter queue.", registry=self.registry)
@@ -41,6 +45,20 @@ class Metrics:
         info = Gauge("slingshot_info", "The service this worker runs.", ["service"], registry=self.registry)
         info.labels(**labels).set(1)
 
-    def succeeded(self) -> None:
-        self.messages(outcome="ok").inc()
-        self.last_success.set(time.time())
+    def finished(self, outcome: str, seconds: float) -> None:
+        """One message handled: ``ok``, ``retried`` or ``dead_lettered``."""
+        self._by_outcome[outcome].inc()
+        self.processing.observe(seconds)
+        if outcome == "ok":
+            self.last_success.set(time.time())
+        elif outcome == "retried":
+            self.retries.inc()
+        else:
+            self.dead_letters.inc()
+
+    def output(self, case: str) -> None:
+        """One output handed to the broker; ``case`` in its JSON spelling."""
+        child = self._by_case.get(case)
+        if child is None:
+            child = self._by_case[case] = self._outputs.labels(case=case)
+        child.inc()

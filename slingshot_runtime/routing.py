@@ -6,6 +6,7 @@ routing decision is the same wherever it is made.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -29,6 +30,7 @@ def case_key(case: Any) -> CaseKey:
     raise TypeError(f"a case must be bool, int or str, not {type(case).__name__}")
 
 
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: True and 1 are different cases
 def format_case(case: Case) -> str:
     """The JSON spelling, which keeps the type visible: ``true``, ``1``, ``"1"``."""
     return json.dumps(case)

@@ -119,7 +119,7 @@ class Service:
         )
         store = ObjectStore(lambda: self._ready_resources().s3, client.bucket, self.metrics.bytes_read.inc)
         executor = Executor(self.process, config.routes, store, self._database, settings.staging_dir, self.metrics)
-        self.pipeline = Pipeline(settings.service, executor, self.broker, policy, settings.body_format, self.metrics)
+        self.pipeline = Pipeline(settings.service, executor, self.broker, policy, self.metrics, settings.body_format)
         self.broker.start()
         self.started = True
         log.info(

@@ -32,11 +32,19 @@ def _carrier(headers: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _recording() -> bool:
+    """Whether an SDK tracer provider is set: without one, the API's no-op spans would only
+    cost time (the inbound context is copied through unchanged instead)."""
+    assert trace is not None
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
 @contextlib.contextmanager
 def message_span(service: str, queue: str, headers: Mapping[str, Any], request: str) -> Iterator[dict[str, str]]:
     """Runs the body inside the message's span; yields the trace headers its outputs carry."""
     carrier = _carrier(headers)
-    if trace is None:
+    if trace is None or not _recording():
         yield carrier
         return
     tracer = trace.get_tracer("slingshot_runtime")
