@@ -14,6 +14,7 @@ from typing import Any
 
 from pika.spec import BasicProperties
 
+from . import tracing
 from .broker import Broker, Delivery, Outgoing
 from .database import Database
 from .errors import HandlerError, SlingshotError
@@ -111,6 +112,7 @@ class Pipeline:
         self.policy = policy
         self.body_format = body_format
         self.metrics = metrics
+        self._spans = tracing.recording()
 
     def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery and hand the result to the broker; never raises."""
@@ -158,7 +160,7 @@ class Pipeline:
     def run(self, delivery: Delivery) -> list[Outgoing]:
         """Everything up to the publish; raises on any failure."""
         request = decode_id(delivery.body, self.body_format)
-        with message_span(self.service, self.policy.inbound, delivery.headers, str(request)) as trace_headers:
+        with message_span(self.service, self.policy.inbound, delivery.headers, str(request), self._spans) as trace_headers:
             routed = self.executor.execute(request)
         for _, case, _ in routed:
             self.metrics.output(format_case(case))

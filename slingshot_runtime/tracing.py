@@ -32,19 +32,20 @@ def _carrier(headers: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _recording() -> bool:
-    """Whether an SDK tracer provider is set: without one, the API's no-op spans would only
-    cost time (the inbound context is copied through unchanged instead)."""
-    assert trace is not None
+def recording() -> bool:
+    """Whether an SDK tracer provider is set. Asked once at start: without one, the API's
+    no-op spans would only cost time, and the inbound context is copied through instead."""
+    if trace is None:
+        return False
     provider = trace.get_tracer_provider()
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 @contextlib.contextmanager
-def message_span(service: str, queue: str, headers: Mapping[str, Any], request: str) -> Iterator[dict[str, str]]:
-    """Runs the body inside the message's span; yields the trace headers its outputs carry."""
+def message_span(service: str, queue: str, headers: Mapping[str, Any], request: str, record: bool) -> Iterator[dict[str, str]]:
+    """Runs the body inside the message's span (when ``record``); yields the trace headers its outputs carry."""
     carrier = _carrier(headers)
-    if trace is None or not _recording():
+    if not record or trace is None:
         yield carrier
         return
     tracer = trace.get_tracer("slingshot_runtime")
