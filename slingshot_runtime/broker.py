@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import pika
 import pika.data
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PRECONDITION_FAILED = 406
 IO_TICK = 1.0
+#: How often the I/O thread looks for handed-over work while messages are flowing.
+OPS_POLL = 0.0005
 
 
 def _tolerate_odd_header_values() -> None:
@@ -74,8 +76,9 @@ class QueueSpec:
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
+    """One inbound message (a tuple: built for every message on the I/O thread)."""
+
     tag: int
     body: bytes
     properties: BasicProperties
@@ -88,8 +91,7 @@ class Delivery:
         return self.properties.headers or {}
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     queue: str
     body: bytes
     properties: BasicProperties
@@ -284,15 +286,32 @@ class Broker:
                 log.debug("I/O loop is closed", exc_info=True)
 
     def _run_ops(self) -> None:
-        self._wake_scheduled = False
+        """Run what other threads handed over. While ops keep coming, poll for them every
+        OPS_POLL seconds instead of being woken per message (a wake-up is a system call and
+        a context switch on both sides); back to wake-ups once a poll finds nothing."""
+        while True:
+            if self._drain_ops():
+                self._flush_acks()
+                connection = self._connection
+                if connection is not None and connection.is_open:
+                    connection.ioloop.call_later(OPS_POLL, self._run_ops)
+                    return  # _wake_scheduled stays set: workers need not wake us
+            self._wake_scheduled = False
+            if not self._ops:
+                return
+            self._wake_scheduled = True  # an op arrived as the flag was cleared
+
+    def _drain_ops(self) -> bool:
+        ran = False
         while self._ops:
             op = self._ops.popleft()
+            ran = True
             try:
                 op()
             except Exception:
                 log.exception("broker operation failed; reconnecting")
                 self._close_connection()
-        self._flush_acks()
+        return ran
 
     # -- the I/O thread -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,7 +30,12 @@ class Metrics:
             registry=self.registry,
         )
         self._by_case: dict[str, Any] = {}
-        self.in_flight = Gauge("slingshot_in_flight", "Messages being processed now.", registry=self.registry)
+        # Read when scraped, so the per-message path does not pay for them.
+        self.in_flight: Callable[[], int] = lambda: 0  # the service points this at its workers
+        self._last_success = 0.0
+        Gauge("slingshot_in_flight", "Messages being processed now.", registry=self.registry).set_function(
+            lambda: self.in_flight()
+        )
         self.retries = Counter("slingshot_retries", "Messages sent to a retry queue.", registry=self.registry)
         self.dead_letters = Counter("slingshot_dead_letters", "Messages sent to the dead-letter queue.", registry=self.registry)
         self.bytes_read = Counter("slingshot_bytes_read", "Bytes read from object storage.", registry=self.registry)
@@ -38,10 +44,10 @@ class Metrics:
             "slingshot_publish_confirm_seconds", "Time from publishing a message's outputs to the broker's last confirm.",
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self.last_success = Gauge(
+        Gauge(
             "slingshot_last_success_timestamp_seconds", "Unix time of the last message processed successfully.",
             registry=self.registry,
-        )
+        ).set_function(lambda: self._last_success)
         info = Gauge("slingshot_info", "The service this worker runs.", ["service"], registry=self.registry)
         info.labels(**labels).set(1)
 
@@ -50,7 +56,7 @@ class Metrics:
         self._by_outcome[outcome].inc()
         self.processing.observe(seconds)
         if outcome == "ok":
-            self.last_success.set(time.time())
+            self._last_success = time.time()
         elif outcome == "retried":
             self.retries.inc()
         else:

@@ -22,7 +22,7 @@ from .metrics import Metrics
 from .retry import HEADER_ATTEMPT, RetryPolicy, attempt_of, dead_letter_queue
 from .routing import Case, CaseKey, decode_id, encode_id, format_case, iter_outputs, route
 from .storage import FileSession, ObjectStore
-from .tracing import message_span
+from .tracing import message_span, trace_carrier
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,8 @@ class Pipeline:
     def handle(self, delivery: Delivery) -> Outcome:
         """Process one delivery and hand the result to the broker; never raises."""
         started = time.monotonic()
-        metrics = self.metrics
-        metrics.in_flight.inc()
-        try:
-            outcome = self._handle(delivery, started)
-        finally:
-            metrics.in_flight.dec()
-        metrics.finished(outcome.value, time.monotonic() - started)
+        outcome = self._handle(delivery, started)
+        self.metrics.finished(outcome.value, time.monotonic() - started)
         return outcome
 
     def _handle(self, delivery: Delivery, started: float) -> Outcome:
@@ -160,7 +155,11 @@ class Pipeline:
     def run(self, delivery: Delivery) -> list[Outgoing]:
         """Everything up to the publish; raises on any failure."""
         request = decode_id(delivery.body, self.body_format)
-        with message_span(self.service, self.policy.inbound, delivery.headers, str(request), self._spans) as trace_headers:
+        if self._spans:
+            with message_span(self.service, self.policy.inbound, delivery.headers, str(request)) as trace_headers:
+                routed = self.executor.execute(request)
+        else:
+            trace_headers = trace_carrier(delivery.headers)
             routed = self.executor.execute(request)
         for _, case, _ in routed:
             self.metrics.output(format_case(case))

@@ -57,6 +57,7 @@ class Service:
         self.force_exit = threading.Event()
         self.exit_code = ExitCode.OK
         self.metrics = Metrics(settings.service)
+        self.metrics.in_flight = lambda: len(self._busy_since)
         self.config: ServiceConfig | None = None
         self.broker: Broker | None = None
         self.pipeline: Pipeline | None = None

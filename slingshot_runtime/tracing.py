@@ -21,7 +21,8 @@ except ImportError:  # the optional extra is not installed
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-def _carrier(headers: Mapping[str, Any]) -> dict[str, str]:
+def trace_carrier(headers: Mapping[str, Any]) -> dict[str, str]:
+    """The inbound trace headers, copied to the outputs when no spans are recorded."""
     out: dict[str, str] = {}
     for name in TRACE_HEADERS:
         value = headers.get(name)
@@ -42,10 +43,10 @@ def recording() -> bool:
 
 
 @contextlib.contextmanager
-def message_span(service: str, queue: str, headers: Mapping[str, Any], request: str, record: bool) -> Iterator[dict[str, str]]:
-    """Runs the body inside the message's span (when ``record``); yields the trace headers its outputs carry."""
-    carrier = _carrier(headers)
-    if not record or trace is None:
+def message_span(service: str, queue: str, headers: Mapping[str, Any], request: str) -> Iterator[dict[str, str]]:
+    """Runs the body inside the message's consumer span; yields the trace headers its outputs carry."""
+    carrier = trace_carrier(headers)
+    if trace is None:
         yield carrier
         return
     tracer = trace.get_tracer("slingshot_runtime")
