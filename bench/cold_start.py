@@ -111,9 +111,7 @@ def local_stack() -> Iterator[LocalStack]:
     )
     document: dict[str, Any] = {
         "services": {},
-        "rabbitmq": {"host": "127.0.0.1", "port": 5672, "username": "guest", "password": "guest", "vhost": "/"},
-        "object-storage": {"host": s3.endpoint, "region": "us-east-1", "access-key": "s3/access-key", "secret-key": "s3/secret-key"},
-        "postgres": {"host": "127.0.0.1", "port": 5432, "database": "test", "username": "postgres", "password": "postgres/password"},
+        **devstack.config_sections(s3),
     }
     config = ConfigServer(SystemMap(document))
     config.start()

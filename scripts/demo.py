@@ -652,9 +652,7 @@ def run_original(cleanups: Cleanups) -> None:
     with step("config service with the system map"):
         document: dict[str, Any] = {
             "services": {ORIGINAL_SERVICE: {"in": inbound, "out": [{"case": True, "queues": [outbound]}], "buckets": buckets}},
-            "rabbitmq": {"host": devstack.LOCALHOST, "port": devstack.RABBITMQ_PORT, "username": "guest", "password": "guest"},
-            "object-storage": {"host": stack.s3.endpoint, "access-key": "s3/access-key", "secret-key": "s3/secret-key"},
-            "postgres": {"host": devstack.LOCALHOST, "database": "postgres", "username": "postgres", "password": "postgres/password"},
+            **devstack.config_sections(stack.s3, database="postgres"),
         }
         system = SystemMap(document)
         config = ConfigServer(system)

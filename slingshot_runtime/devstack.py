@@ -651,6 +651,18 @@ def ensure_postgres(timeout: float = 60) -> None:
     _ensure_postgres(timeout)
 
 
+def config_sections(s3: S3Server, database: str = "test") -> dict[str, dict[str, Any]]:
+    """The ``rabbitmq``, ``object-storage`` and ``postgres`` documents of this local stack,
+    secrets as the pass entry names :func:`make_pass_store` is given by its callers."""
+    return {
+        "rabbitmq": {"host": LOCALHOST, "port": RABBITMQ_PORT, "username": "guest", "password": "guest", "vhost": "/"},
+        "object-storage": {"host": s3.endpoint, "region": s3.region, "access-key": "s3/access-key", "secret-key": "s3/secret-key"},
+        "postgres": {
+            "host": LOCALHOST, "port": POSTGRES_PORT, "database": database, "username": "postgres", "password": "postgres/password",
+        },
+    }
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -725,26 +737,7 @@ def _up(directory: Path) -> int:
                     "entries": ["s3/access-key", "s3/secret-key", "postgres/password"],
                 },
                 # Documents in the config-service shape; secrets only as pass entry names.
-                "rabbitmq": {
-                    "host": LOCALHOST,
-                    "port": RABBITMQ_PORT,
-                    "username": "guest",
-                    "password": "guest",
-                    "vhost": "/",
-                },
-                "object-storage": {
-                    "host": s3.endpoint,
-                    "region": s3.region,
-                    "access-key": "s3/access-key",
-                    "secret-key": "s3/secret-key",
-                },
-                "postgres": {
-                    "host": LOCALHOST,
-                    "port": POSTGRES_PORT,
-                    "database": "postgres",
-                    "username": "postgres",
-                    "password": "postgres/password",
-                },
+                **config_sections(s3, database="postgres"),
             }
             _write_json_atomic(stack_file, doc)
             print(f"devstack up: {stack_file} (pid {os.getpid()})", flush=True)

@@ -107,9 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ["SLINGSHOT_HEALTH_PORT"] = "0"  # worker subprocesses: many run at once, no fixed port
     document: dict[str, Any] = {
         "services": {},
-        "rabbitmq": {"host": "127.0.0.1", "port": 5672, "username": "guest", "password": "guest", "vhost": "/"},
-        "object-storage": {"host": s3.endpoint, "region": "us-east-1", "access-key": "s3/access-key", "secret-key": "s3/secret-key"},
-        "postgres": {"host": "127.0.0.1", "port": 5432, "database": "test", "username": "postgres", "password": "postgres/password"},
+        **devstack.config_sections(s3),
     }
     server = ConfigServer(SystemMap(document))
     server.start()
