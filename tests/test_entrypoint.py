@@ -159,11 +159,14 @@ def test_serves_with_imported_keys_and_drains_on_sigterm(
     try:
         amqp.wait_consumer(service.inbound)
         amqp.send(service.inbound, 5)
-        assert amqp.get(service.out_queues[0], timeout=30)[0] == b"5"
-        assert read_object(stack, service.buckets["out"], 5) == b"ENTRY"  # S3 keys came from pass via the imported key
+        output = amqp.get(service.out_queues[0], timeout=30)[0]
+    except AssertionError:
+        output = None
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
+    assert output == b"5", stderr
+    assert read_object(stack, service.buckets["out"], 5) == b"ENTRY"  # S3 keys came from pass via the imported key
     assert proc.returncode == ExitCode.OK, stderr
     assert "drained cleanly" in stderr
     assert "startup: consuming" in stderr and "key import" in stderr

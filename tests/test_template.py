@@ -179,7 +179,9 @@ def fake_tools(directory: Path, *names: str) -> dict[str, str]:
 def make(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     make_bin = shutil.which("make")
     assert make_bin is not None, "make is not installed"
-    return subprocess.run([make_bin, *args], cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False)
+    # Under `make test` the parent make's variables would make this one print "Entering directory".
+    base = {k: v for k, v in (env or os.environ).items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    return subprocess.run([make_bin, *args], cwd=project, env=base, capture_output=True, text=True, timeout=60, check=False)
 
 
 def one_line(commands: str) -> str:
