@@ -101,14 +101,20 @@ class ObjectStore:
         raw = _S3Body(response["Body"], f"s3://{bucket}/{object_key}", self._on_read)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_BUFFER))
 
-    def upload(self, path: str, bucket: str, object_key: str) -> None:
-        from boto3.s3.transfer import TransferConfig
-
-        config = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, max_concurrency=UPLOAD_CONCURRENCY
-        )
+    def upload(self, path: str, bucket: str, object_key: str, size: int) -> None:
+        """One PUT on this thread for a small file; boto3's managed multipart transfer for a big one
+        (a transfer manager per file costs a thread pool: milliseconds a message for small objects)."""
         try:
-            self.client.upload_file(path, bucket, object_key, Config=config)
+            if size < MULTIPART_THRESHOLD:
+                with open(path, "rb") as body:
+                    self.client.put_object(Bucket=bucket, Key=object_key, Body=body)
+            else:
+                from boto3.s3.transfer import TransferConfig
+
+                config = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, max_concurrency=UPLOAD_CONCURRENCY
+                )
+                self.client.upload_file(path, bucket, object_key, Config=config)
         except Exception as exc:
             raise StorageError(f"cannot upload s3://{bucket}/{object_key}: {describe_error(exc)}") from exc
 
@@ -189,8 +195,9 @@ class FileSession:
         """Upload every staged file; the number of bytes sent."""
         total = 0
         for (bucket, object_key), (path, _) in self._writers.items():
-            total += os.path.getsize(path)
-            self.store.upload(path, bucket, object_key)
+            size = os.path.getsize(path)
+            self.store.upload(path, bucket, object_key, size)
+            total += size
         return total
 
     def discard(self) -> None:

@@ -78,7 +78,7 @@ class LocalStore(ObjectStore):
         except FileNotFoundError:
             raise StorageError(f"cannot read s3://{bucket}/{object_key}: NoSuchKey (no file {path})") from None
 
-    def upload(self, path: str, bucket: str, object_key: str) -> None:
+    def upload(self, path: str, bucket: str, object_key: str, size: int) -> None:
         target = self.path(bucket, object_key)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
