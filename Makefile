@@ -22,7 +22,11 @@ demo: bootstrap
 	$(PYTHON) scripts/demo.py
 
 bench: bootstrap
-	$(PYTHON) bench/throughput.py
+	$(PYTHON) -m pip install -q -e '.[bench]'
+	mkdir -p bench/results
+	for b in throughput peers s3_io concurrency memory drain; do $(PYTHON) bench/$$b.py > bench/results/$$b.json || exit 1; done
+	$(PYTHON) bench/cold_start.py
+	$(PYTHON) bench/plot.py
 
 # Generated files only; a devstack directory (.stack/) may belong to a running stack and stays.
 clean:

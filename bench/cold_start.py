@@ -19,7 +19,6 @@ Prints one JSON object on stdout (progress on stderr). Not a test.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -29,22 +28,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pika
+from common import DATABASE_URL, REPO, LocalStack, local_stack
 
-from slingshot_runtime import devstack
-from slingshot_runtime.sysmap import ConfigServer, SystemMap
-
-REPO = Path(__file__).resolve().parent.parent
-DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 TARGET_IN_PROCESS = 0.5
 TARGET_CONTAINER = 1.5
 CONSUMING = re.compile(r"consuming from ")
@@ -83,62 +72,6 @@ print(json.dumps(marks))
 
 def log(message: str) -> None:
     print(f"cold_start: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class LocalStack:
-    s3: devstack.S3Server
-    passwords: devstack.PassStore
-    config: ConfigServer
-    document: dict[str, Any]
-    root: Path
-
-    def add_service(self) -> str:
-        name = f"bench-cold-{uuid.uuid4().hex[:8]}"
-        self.document["services"][name] = {"in": f"{name}-in", "out": [{"case": True, "queues": [f"{name}-out"]}], "buckets": {}}
-        self.config.system = SystemMap(self.document)
-        return name
-
-
-@contextlib.contextmanager
-def local_stack() -> Iterator[LocalStack]:
-    devstack.ensure_rabbitmq()
-    devstack.ensure_postgres()
-    root = Path(tempfile.mkdtemp(prefix="cold-", dir="/tmp"))
-    s3 = devstack.start_s3(root / "s3")
-    passwords = devstack.make_pass_store(
-        root / "pass", {"s3/access-key": s3.access_key, "s3/secret-key": s3.secret_key, "postgres/password": "postgres"}
-    )
-    document: dict[str, Any] = {
-        "services": {},
-        **devstack.config_sections(s3),
-    }
-    config = ConfigServer(SystemMap(document))
-    config.start()
-    stack = LocalStack(s3, passwords, config, document, root)
-    try:
-        yield stack
-    finally:
-        config.stop()
-        s3.stop()
-        passwords.close()
-        delete_queues(list(document["services"]))
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def delete_queues(services: list[str]) -> None:
-    """The benchmark's queues, with the retry and dead-letter queues derived from them."""
-    if not services:
-        return
-    listing = subprocess.run(["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, timeout=60, check=False)
-    doomed = [q for q in listing.stdout.split() if q.startswith(tuple(services))]
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
-    try:
-        channel = connection.channel()
-        for queue in doomed:
-            channel.queue_delete(queue)
-    finally:
-        connection.close()
 
 
 def time_to_consuming(
