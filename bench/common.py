@@ -29,7 +29,7 @@ import pika
 from pika.spec import BasicProperties
 
 REPO = Path(__file__).resolve().parent.parent
-if sys.path[0] != str(REPO):
+if str(REPO) not in sys.path:  # throughput.py puts it after PYTHONPATH, to measure other revisions
     sys.path.insert(0, str(REPO))  # measure this checkout's runtime, not an installed copy
 
 from slingshot_runtime import devstack  # noqa: E402
@@ -45,6 +45,7 @@ PARAMS = pika.ConnectionParameters("127.0.0.1", 5672, credentials=pika.PlainCred
 PERSISTENT = BasicProperties(delivery_mode=2)
 STALL_TIMEOUT = 60.0  # seconds without progress before a run is declared failed
 Side = TypeVar("Side")
+Moment = TypeVar("Moment")  # time.perf_counter() seconds, or a richer mark (throughput.py adds CPU times)
 
 
 def log(bench: str, message: str) -> None:
@@ -167,10 +168,29 @@ class Counter:
         self.count += 1
 
 
+@contextlib.contextmanager
+def filled(amqp: Any, inbound: str, output: str, count: int, settle: float = 0.5, extra: tuple[str, ...] = ()) -> Iterator[None]:
+    """``inbound`` filled by :func:`fill` and an empty durable ``output``; both, and ``extra``, deleted after."""
+    try:
+        fill(amqp, inbound, count, settle)
+        amqp.queue_declare(output, durable=True)
+        yield
+    finally:
+        for queue in (inbound, output, *extra):
+            amqp.queue_delete(queue)
+
+
 def wait_done(amqp: Any, output: str, count: int, handled: Callable[[], int], first: Callable[[], float | None],
               alive: Callable[[], bool]) -> float:
-    """Seconds from the first delivery until ``output`` holds ``count`` messages. Asks RabbitMQ
-    only once ``handled`` reaches ``count``: polling it all along costs the measured CPU."""
+    """Seconds from the first delivery until ``output`` holds ``count`` messages."""
+    start, end = wait_marks(amqp, output, count, handled, first, alive, time.perf_counter)
+    return end - start
+
+
+def wait_marks(amqp: Any, output: str, count: int, handled: Callable[[], int], first: Callable[[], Moment | None],
+               alive: Callable[[], bool], mark: Callable[[], Moment]) -> tuple[Moment, Moment]:
+    """The first delivery's moment and ``mark()`` once ``output`` holds ``count`` messages. Asks
+    RabbitMQ only once ``handled`` reaches ``count``: polling it all along costs the measured CPU."""
     progress, stalled_since = -1, time.monotonic()
     while handled() < count or depth(amqp, output) < count:
         if handled() != progress:
@@ -178,23 +198,23 @@ def wait_done(amqp: Any, output: str, count: int, handled: Callable[[], int], fi
         if not alive() or time.monotonic() - stalled_since > STALL_TIMEOUT:
             raise RuntimeError(f"{output}: consumer stopped or stalled at {handled()} of {count} messages")
         amqp.connection.sleep(0.01 if handled() < count else 0.002)  # sleep() also answers heartbeats
-    end, start = time.perf_counter(), first()
+    end, start = mark(), first()
     if start is None:
         raise RuntimeError("no delivery was recorded")
-    return end - start
+    return start, end
 
 
 # -- slingshot in process -------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def first_delivery() -> Iterator[Callable[[], float | None]]:
-    """When the service's I/O thread receives its first message (a bench-only patch)."""
-    original, marks = Broker._on_message, list[float]()
+def first_delivery(mark: Callable[[], Moment]) -> Iterator[Callable[[], Moment | None]]:
+    """``mark()`` when the service's I/O thread receives its first message (a bench-only patch)."""
+    original, marks = Broker._on_message, list[Moment]()
 
     def on_message(self: Broker, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         if not marks:
-            marks.append(time.perf_counter())
+            marks.append(mark())
         original(self, channel, method, properties, body)
 
     Broker._on_message = on_message  # type: ignore[method-assign]
@@ -208,29 +228,31 @@ def run_service(stack: LocalStack, amqp: Any, process: ProcessFn, count: int, pr
                 buckets: dict[str, str] | None = None, **settings: Any) -> float:
     """The real :class:`Service` on a thread over a pre-filled queue of ``count`` messages;
     seconds from its first delivery until all copies are in its output queue."""
+    start, end = run_service_marks(stack, amqp, process, count, prefix, time.perf_counter, buckets, **settings)
+    return end - start
+
+
+def run_service_marks(stack: LocalStack, amqp: Any, process: ProcessFn, count: int, prefix: str, mark: Callable[[], Moment],
+                      buckets: dict[str, str] | None = None, settle: float = 0.5, **settings: Any) -> tuple[Moment, Moment]:
+    """:func:`run_service` with ``mark()`` at its first delivery and once all copies are out."""
     os.environ.update(stack.passwords.env())  # pass_show reads the process environment
     name = stack.add_service(prefix, buckets)
     inbound, output = f"{name}-in", f"{name}-out"
     options = Settings.load(name, stack.config.url, environ={}, database_url=DATABASE_URL, health_port=0, **settings)
     policy = RetryPolicy(name, inbound, options.max_attempts, options.retry_delay, options.max_retry_delay)
-    try:
-        fill(amqp, inbound, count)
-        amqp.queue_declare(output, durable=True)
+    with filled(amqp, inbound, output, count, settle, tuple(spec.name for spec in policy.queues())):
         service = Service(options, process)
         thread = threading.Thread(target=service.serve, name="slingshot-service", daemon=True)
-        with first_delivery() as first:
+        with first_delivery(mark) as first:
             thread.start()
             try:
-                seconds = wait_done(amqp, output, count, lambda: service.processed, first, thread.is_alive)
+                moments = wait_marks(amqp, output, count, lambda: service.processed, first, thread.is_alive, mark)
             finally:
                 service.handle_signal(15, None)  # drain and stop, as on SIGTERM
                 thread.join(60)
         if thread.is_alive() or service.processed != count:
             raise RuntimeError(f"slingshot: processed {service.processed} of {count}, still running: {thread.is_alive()}")
-        return seconds
-    finally:
-        for queue in (inbound, output, *(spec.name for spec in policy.queues())):
-            amqp.queue_delete(queue)
+        return moments
 
 
 # -- results --------------------------------------------------------------------------------
@@ -262,9 +284,9 @@ def header(benchmark: str) -> dict[str, Any]:
     }
 
 
-def revision() -> str | None:
+def revision(checkout: Path = REPO) -> str | None:
     """The commit measured, ``+dirty`` when slingshot_runtime/ has uncommitted changes."""
-    git = ["git", "-C", str(REPO)]
+    git = ["git", "-C", str(checkout)]
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain", "--", "slingshot_runtime"], capture_output=True, text=True).stdout

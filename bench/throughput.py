@@ -16,45 +16,45 @@ import collections
 import contextlib
 import datetime
 import functools
-import json
 import logging
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+# Measure this checkout's runtime, not whichever copy is pip-installed; PYTHONPATH still wins
+# (bench/common.py leaves this entry where it is).
+sys.path.insert(1 + len([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]), str(Path(__file__).resolve().parents[1]))
 
 import pika
+from common import (
+    PARAMS,
+    PERSISTENT,
+    LocalStack,
+    channel,
+    emit,
+    filled,
+    local_stack,
+    log,
+    rate_summary,
+    revision,
+    rounds,
+    run_service_marks,
+    wait_marks,
+)
 from pika.adapters.select_connection import SelectConnection
 from pika.spec import Basic, BasicProperties
 
-# Measure this checkout's runtime, not whichever copy is pip-installed; PYTHONPATH still wins.
-sys.path.insert(1 + len([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]), str(Path(__file__).resolve().parents[1]))
-
 import slingshot_runtime
-from slingshot_runtime import devstack
-from slingshot_runtime.broker import Broker
-from slingshot_runtime.retry import RetryPolicy
-from slingshot_runtime.service import Service
-from slingshot_runtime.settings import Settings
-from slingshot_runtime.sysmap import ConfigServer, SystemMap
 
-DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 TARGET_RATIO = 0.7
-STALL_TIMEOUT = 60.0  # seconds without progress before a run is declared failed
-PARAMS = pika.ConnectionParameters("127.0.0.1", 5672, credentials=pika.PlainCredentials("guest", "guest"))
-PERSISTENT = BasicProperties(delivery_mode=2)
-T = TypeVar("T")
-Probe = Callable[[], T]
 
 
 def process(request: int, read_file: Any, write_file: Any, connection: Any) -> Iterator[tuple[int, bool]]:
@@ -91,67 +91,6 @@ class Mark:
     def since(self, start: Mark) -> Mark:
         broker = None if self.broker is None or start.broker is None else self.broker - start.broker
         return Mark(self.wall - start.wall, self.cpu - start.cpu, broker)
-
-
-@dataclass
-class Env:
-    config: ConfigServer
-    document: dict[str, Any]
-    amqp: Any  # a BlockingChannel for filling, polling and deleting queues
-
-
-@contextlib.contextmanager
-def local_stack(root: Path) -> Iterator[Env]:
-    """SeaweedFS, a pass store and the config service, all private to this run."""
-    devstack.ensure_rabbitmq()
-    devstack.ensure_postgres()
-    with contextlib.ExitStack() as stop:
-        s3 = devstack.start_s3(root / "s3")
-        stop.callback(s3.stop)
-        secrets = {"s3/access-key": s3.access_key, "s3/secret-key": s3.secret_key, "postgres/password": "postgres"}
-        passwords = devstack.make_pass_store(root / "pass", secrets)
-        stop.callback(passwords.close)
-        os.environ.update(passwords.env())  # pass_show reads the process environment
-        document: dict[str, Any] = {"services": {}, **devstack.config_sections(s3)}
-        config = ConfigServer(SystemMap(document))
-        config.start()
-        stop.callback(config.stop)
-        connection = pika.BlockingConnection(PARAMS)
-        stop.callback(connection.close)
-        yield Env(config, document, connection.channel())
-
-
-@contextlib.contextmanager
-def queues(env: Env, inbound: str, output: str, count: int, settle: float, extra: tuple[str, ...] = ()) -> Iterator[None]:
-    """Declare both queues, put ``count`` persistent messages in ``inbound`` (no confirms); delete all after."""
-    try:
-        for name in (inbound, output):
-            env.amqp.queue_declare(name, durable=True)
-        for i in range(count):
-            env.amqp.basic_publish("", inbound, str(i).encode(), PERSISTENT)
-        while env.amqp.queue_declare(inbound, passive=True).method.message_count < count:
-            env.amqp.connection.sleep(0.05)
-        env.amqp.connection.sleep(settle)  # let the broker finish writing the fill before the clock starts
-        yield
-    finally:
-        for name in (inbound, output, *extra):
-            env.amqp.queue_delete(name)
-
-
-def wait_output(env: Env, queue: str, count: int, first: Probe[Mark | None], done: Probe[int], alive: Probe[bool]) -> Mark:
-    """From the first delivery until ``queue`` holds ``count`` messages. Asks RabbitMQ only near the
-    end (``done``: messages handled in-process): polling it all along costs the measured process CPU."""
-    progress, stalled_since = -1, time.monotonic()
-    while done() < count or env.amqp.queue_declare(queue, passive=True).method.message_count < count:
-        if done() != progress:
-            progress, stalled_since = done(), time.monotonic()
-        if not alive() or time.monotonic() - stalled_since > STALL_TIMEOUT:
-            raise RuntimeError(f"{queue}: consumer stopped or stalled at {done()} of {count} messages")
-        env.amqp.connection.sleep(0.01 if done() < count else 0.002)  # sleep() also answers heartbeats
-    end, start = Mark(), first()
-    if start is None:
-        raise RuntimeError("no delivery was recorded")
-    return end.since(start)
 
 
 class PikaConsumer:
@@ -211,78 +150,28 @@ class PikaConsumer:
         self.thread.join(10)
 
 
-def run_baseline(env: Env, count: int, prefetch: int, settle: float) -> Mark:
+def run_baseline(stack: LocalStack, amqp: Any, count: int, prefetch: int, settle: float) -> Mark:
     inbound = f"bench-pika-{uuid.uuid4().hex[:8]}-in"
     output = inbound[:-2] + "out"
-    with queues(env, inbound, output, count, settle):
+    with filled(amqp, inbound, output, count, settle):
         consumer = PikaConsumer(inbound, output, prefetch, count)
         consumer.thread.start()
         try:
-            run = wait_output(env, output, count, lambda: consumer.first, lambda: consumer.published, consumer.thread.is_alive)
+            start, end = wait_marks(amqp, output, count, lambda: consumer.published, lambda: consumer.first, consumer.thread.is_alive, Mark)
             if not consumer.done.wait(30) or consumer.nacked:
                 raise RuntimeError(f"baseline: acked {consumer.acked}, nacked {consumer.nacked} of {count}")
         finally:
             consumer.stop()
-        return run
+        return end.since(start)
 
 
-@contextlib.contextmanager
-def first_delivery_hook() -> Iterator[Callable[[], Mark | None]]:
-    """Note when the service's I/O thread receives its first message (a bench-only patch)."""
-    original = Broker._on_message
-    marks: list[Mark] = []
-
-    def on_message(self: Broker, *args: Any) -> None:
-        if not marks:
-            marks.append(Mark())
-        original(self, *args)
-
-    Broker._on_message = on_message  # type: ignore[method-assign,assignment]
-    try:
-        yield lambda: marks[0] if marks else None
-    finally:
-        Broker._on_message = original  # type: ignore[method-assign]
+def run_slingshot(stack: LocalStack, amqp: Any, count: int, prefetch: int, settle: float) -> Mark:
+    start, end = run_service_marks(stack, amqp, process, count, "bench-noop", Mark, settle=settle, prefetch=prefetch)
+    return end.since(start)
 
 
-def run_slingshot(env: Env, count: int, prefetch: int, settle: float) -> Mark:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    inbound, output = f"{name}-in", f"{name}-out"
-    # health_port=0: no /metrics server (Metrics are still recorded); 8080 may be taken on a shared box.
-    settings = Settings.load(name, env.config.url, environ={}, prefetch=prefetch, database_url=DATABASE_URL, health_port=0)
-    policy = RetryPolicy(name, inbound, settings.max_attempts, settings.retry_delay, settings.max_retry_delay)
-    env.document["services"][name] = {"in": inbound, "out": [{"case": True, "queues": [output]}], "buckets": {}}
-    env.config.system = SystemMap(env.document)
-    try:
-        with queues(env, inbound, output, count, settle, tuple(spec.name for spec in policy.queues())):
-            service = Service(settings, process)
-            thread = threading.Thread(target=service.serve, name="slingshot-service", daemon=True)
-            with first_delivery_hook() as first:
-                thread.start()
-                try:
-                    run = wait_output(env, output, count, first, lambda: service.processed, thread.is_alive)
-                finally:
-                    service.handle_signal(signal.SIGTERM, None)  # drain and stop, as on SIGTERM
-                    thread.join(60)
-            if thread.is_alive() or service.processed != count:
-                raise RuntimeError(f"slingshot: processed {service.processed} of {count}, still running: {thread.is_alive()}")
-            return run
-    finally:
-        del env.document["services"][name]
-        env.config.system = SystemMap(env.document)
-
-
-def revision() -> str | None:
-    """The commit measured, ``+dirty`` when slingshot_runtime/ has uncommitted changes."""
-    git = ["git", "-C", str(Path(slingshot_runtime.__file__).resolve().parent.parent)]  # the runtime imported
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "slingshot_runtime"], capture_output=True, text=True).stdout
-        return head + ("+dirty" if dirty.strip() else "")
-    return None
-
-
-def machine(env: Env) -> dict[str, Any]:
-    version = env.amqp.connection._impl.server_properties.get("version", b"?")
+def machine(amqp: Any) -> dict[str, Any]:
+    version = amqp.connection._impl.server_properties.get("version", b"?")
     return {
         "cpu_count": os.cpu_count(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -297,8 +186,7 @@ def machine(env: Env) -> dict[str, Any]:
 def summary(runs: list[Mark], count: int) -> dict[str, Any]:
     brokers = [r.broker for r in runs if r.broker is not None]
     return {
-        "median": round(statistics.median(count / r.wall for r in runs), 1),
-        "rates": [round(count / r.wall, 1) for r in runs],
+        **rate_summary([r.wall for r in runs], count),
         "client_cpu_us_per_msg": round(statistics.median(r.cpu for r in runs) / count * 1e6, 1),
         "broker_cpu_us_per_msg": round(statistics.median(brokers) / count * 1e6, 1) if brokers else None,
     }
@@ -313,15 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("baseline", "slingshot"), help="run one side only (for profiling)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # stderr
-    runners: dict[str, Callable[[Env, int, int, float], Mark]] = {"baseline": run_baseline, "slingshot": run_slingshot}
+    runners: dict[str, Callable[[LocalStack, Any, int, int, float], Mark]] = {"baseline": run_baseline, "slingshot": run_slingshot}
     runs: dict[str, list[Mark]] = {name: [] for name in runners if args.only in (None, name)}
-    with tempfile.TemporaryDirectory(prefix="sl-bench-") as tmp, local_stack(Path(tmp)) as env:
-        info = machine(env)
-        for round_ in range(args.rounds):
-            for name in list(runs) if round_ % 2 == 0 else list(reversed(runs)):
-                run = runners[name](env, args.messages, args.prefetch, args.settle)
-                runs[name].append(run)
-                print(f"round {round_ + 1} {name}: {args.messages / run.wall:,.0f} msg/s ({run.wall:.2f} s)", file=sys.stderr)
+    with local_stack() as stack, channel() as amqp:
+        info = machine(amqp)
+        for round_, name in rounds(args.rounds, list(runs)):
+            run = runners[name](stack, amqp, args.messages, args.prefetch, args.settle)
+            runs[name].append(run)
+            log("throughput", f"round {round_ + 1} {name}: {args.messages / run.wall:,.0f} msg/s ({run.wall:.2f} s)")
     result: dict[str, Any] = {
         "benchmark": "throughput-noop",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -329,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "prefetch": args.prefetch,
         "rounds": args.rounds,
         "runtime": str(Path(slingshot_runtime.__file__).parent),  # which checkout was measured
-        "revision": revision(),
+        "revision": revision(Path(slingshot_runtime.__file__).resolve().parent.parent),  # the runtime imported
         **{name: summary(values, args.messages) for name, values in runs.items()},
         "target_ratio": TARGET_RATIO,
         "machine": info,
@@ -339,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = result["slingshot"]["client_cpu_us_per_msg"] / result["baseline"]["client_cpu_us_per_msg"]
         # CPU per message varies less than rates on a shared box: a steadier view of the overhead.
         result.update(ratio=round(ratio, 3), meets_target=ratio >= TARGET_RATIO, client_cpu_ratio=round(cpu, 2))
-    print(json.dumps(result, indent=2))
+    emit(result)
     return 0
 
 
