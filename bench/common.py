@@ -7,9 +7,11 @@ Not a test.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
+import logging
 import os
 import platform
 import shutil
@@ -296,3 +298,20 @@ def revision(checkout: Path = REPO) -> str | None:
 
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2))
+
+
+def paired_arguments(doc: str | None, messages: int, prefetch: int, rounds: int = 3) -> argparse.ArgumentParser:
+    """The options every two-sided benchmark takes; the caller may add its own, then parse with
+    :func:`parse_quietly`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--messages", type=int, default=messages, help=f"messages per run (default {messages})")
+    parser.add_argument("--prefetch", type=int, default=prefetch, help=f"prefetch of both sides (default {prefetch})")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds, each running both sides (default {rounds})")
+    return parser
+
+
+def parse_quietly(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, and send only warnings (to stderr): stdout is the JSON result."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args

@@ -16,9 +16,7 @@ Prints one JSON object on stdout (progress on stderr). Not a test.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import sys
 import threading
 import uuid
@@ -30,7 +28,22 @@ try:
 except ImportError:
     sys.exit("peers: FastStream is not installed: pip install 'faststream[rabbit]'")
 
-from common import Counter, LocalStack, channel, emit, fill, header, local_stack, log, rate_summary, rounds, run_service, wait_done
+from common import (
+    Counter,
+    LocalStack,
+    channel,
+    emit,
+    fill,
+    header,
+    local_stack,
+    log,
+    paired_arguments,
+    parse_quietly,
+    rate_summary,
+    rounds,
+    run_service,
+    wait_done,
+)
 
 TARGET_RATIO = 2.0
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -87,12 +100,7 @@ def run_faststream(amqp: Any, count: int, prefetch: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=3000, help="messages per run (default 3000)")
-    parser.add_argument("--prefetch", type=int, default=100, help="prefetch of both sides (default 100)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running both sides (default 3)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_quietly(paired_arguments(__doc__, messages=3000, prefetch=100), argv)
     result = header("peers-faststream")
     seconds: dict[str, list[float]] = {"faststream": [], "slingshot": []}
     stack: LocalStack

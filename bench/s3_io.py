@@ -17,9 +17,7 @@ Prints one JSON object on stdout (progress on stderr). Not a test.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
-import logging
 import os
 import shutil
 import sys
@@ -40,6 +38,8 @@ from common import (
     header,
     local_stack,
     log,
+    paired_arguments,
+    parse_quietly,
     rate_summary,
     rounds,
     run_service,
@@ -114,12 +114,7 @@ def run_baseline(stack: LocalStack, amqp: Any, count: int, prefetch: int, in_buc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--messages", type=int, default=500, help="messages (and input objects) per run (default 500)")
-    parser.add_argument("--prefetch", type=int, default=20, help="prefetch of both sides (default 20)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running both sides (default 3)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_quietly(paired_arguments(__doc__, messages=500, prefetch=20), argv)
     result = header("s3-io-4k")
     seconds: dict[str, list[float]] = {"baseline": [], "slingshot": []}
     with local_stack() as stack, channel() as amqp:

@@ -11,12 +11,10 @@ Prints one JSON object on stdout (progress goes to stderr). Not a test.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import datetime
 import functools
-import logging
 import os
 import platform
 import statistics
@@ -43,6 +41,8 @@ from common import (
     filled,
     local_stack,
     log,
+    paired_arguments,
+    parse_quietly,
     rate_summary,
     revision,
     rounds,
@@ -193,14 +193,10 @@ def summary(runs: list[Mark], count: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--prefetch", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = paired_arguments(__doc__, messages=20_000, prefetch=500)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between filling a queue and consuming it")
     parser.add_argument("--only", choices=("baseline", "slingshot"), help="run one side only (for profiling)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # stderr
+    args = parse_quietly(parser, argv)
     runners: dict[str, Callable[[LocalStack, Any, int, int, float], Mark]] = {"baseline": run_baseline, "slingshot": run_slingshot}
     runs: dict[str, list[Mark]] = {name: [] for name in runners if args.only in (None, name)}
     with local_stack() as stack, channel() as amqp:
