@@ -101,7 +101,7 @@ def local_stack() -> Iterator[LocalStack]:
     document: dict[str, Any] = {"services": {}}
     with contextlib.ExitStack() as cleanup:  # each part is stopped even when a later one fails to start
         cleanup.callback(shutil.rmtree, root, ignore_errors=True)
-        cleanup.callback(lambda: delete_queues(list(document["services"])))
+        cleanup.callback(lambda: devstack.delete_queues(list(document["services"])))
         s3 = devstack.start_s3(root / "s3")
         cleanup.callback(s3.stop)
         passwords = devstack.make_pass_store(
@@ -113,21 +113,6 @@ def local_stack() -> Iterator[LocalStack]:
         config.start()
         cleanup.callback(config.stop)
         yield LocalStack(s3, passwords, config, document, root)
-
-
-def delete_queues(services: list[str]) -> None:
-    """The benchmark's queues, with the retry and dead-letter queues derived from them."""
-    if not services:
-        return
-    listing = subprocess.run(["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, timeout=60, check=False)
-    doomed = [q for q in listing.stdout.split() if q.startswith(tuple(services))]
-    connection = pika.BlockingConnection(PARAMS)
-    try:
-        channel = connection.channel()
-        for queue in doomed:
-            channel.queue_delete(queue)
-    finally:
-        connection.close()
 
 
 # -- queues ---------------------------------------------------------------------------------

@@ -651,6 +651,27 @@ def ensure_postgres(timeout: float = 60) -> None:
     _ensure_postgres(timeout)
 
 
+def delete_queues(prefixes: Sequence[str]) -> int:
+    """Delete every queue whose name starts with one of ``prefixes`` (a test's or benchmark's
+    queues with the retry and dead-letter queues derived from them); how many went."""
+    if not prefixes:
+        return 0
+    listing = subprocess.run(["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, timeout=60, check=False)
+    doomed = [q for q in listing.stdout.split() if q.startswith(tuple(prefixes))]
+    if not doomed:
+        return 0
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters(LOCALHOST, RABBITMQ_PORT))
+    try:
+        channel = connection.channel()
+        for queue in doomed:
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
+    return len(doomed)
+
+
 def config_sections(s3: S3Server, database: str = "test") -> dict[str, dict[str, Any]]:
     """The ``rabbitmq``, ``object-storage`` and ``postgres`` documents of this local stack,
     secrets as the pass entry names :func:`make_pass_store` is given by its callers."""

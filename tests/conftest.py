@@ -115,7 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        _delete_queues(stack.queues)
+        devstack.delete_queues(stack.queues)
         server.stop()
         s3.stop()
         passwords.stop_agent()
@@ -124,23 +124,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _delete_queues(names: list[str]) -> None:
-    """Remove the test's queues and the retry/dead-letter queues derived from them."""
-    listing = subprocess.run(["rabbitmqctl", "list_queues", "name", "-q"], capture_output=True, text=True, timeout=60)
-    existing = listing.stdout.split()
-    prefixes = tuple(names)
-    doomed = [q for q in existing if q.startswith(prefixes)]
-    if not doomed:
-        return
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
-    try:
-        channel = connection.channel()
-        for queue in doomed:
-            channel.queue_delete(queue)
-    finally:
-        connection.close()
 
 
 class Amqp:
