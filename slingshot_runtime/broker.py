@@ -555,7 +555,7 @@ class Broker:
             self._by_message_id.pop(message_id, None)
         if pending.error is None:
             if self._metrics is not None:
-                self._metrics.confirm_latency.observe(time.monotonic() - pending.published_at)
+                self._metrics.confirmed(time.monotonic() - pending.published_at)
             self._ack(pending.delivery)
         elif pending.fallback is not None:
             log.warning("outputs of message %d failed: %s; scheduling a retry", pending.delivery.tag, pending.error)
