@@ -9,6 +9,7 @@ the connection.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import logging
 import queue
 import signal
@@ -123,6 +124,10 @@ class Service:
         self.pipeline = Pipeline(settings.service, executor, self.broker, policy, self.metrics, settings.body_format)
         self.broker.start()
         self.started = True
+        # What start-up loaded lives as long as the process: out of the collector's sight, a
+        # full collection walks only what messages allocate (it walked every module and
+        # SQLAlchemy object before: ~100 ms pauses that stop all threads, ~5 µs a message).
+        gc.freeze()
         log.info(
             "%s consuming from %s (routes: %d cases, %d queues; concurrency %d) after %.3fs",
             settings.service,
@@ -238,6 +243,7 @@ class Service:
         broker, pipeline = self.broker, self.pipeline
         assert broker is not None and pipeline is not None
         me = threading.get_ident()
+        ready = False  # resources resolve once; asked until then, not per message
         while not self._stop_taking.is_set():
             try:
                 delivery = broker.inbox.get(timeout=TICK)
@@ -245,7 +251,8 @@ class Service:
                 continue
             if delivery.generation != broker.generation:
                 continue  # from a lost channel: the broker redelivers it
-            if self._stop_taking.is_set() or self._ready_resources_or_none() is None:
+            ready = ready or self._ready_resources_or_none() is not None
+            if self._stop_taking.is_set() or not ready:
                 broker.requeue(delivery)
                 break
             with self._lock:
