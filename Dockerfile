@@ -44,10 +44,13 @@ RUN python3 -m venv /opt/slingshot \
  && rm /tmp/requirements.txt
 COPY slingshot_runtime/ slingshot_runtime/
 COPY slingshot_microservice/ slingshot_microservice/
+COPY templates/service/ templates/service/
 COPY entrypoint /opt/slingshot/bin/entrypoint
-# The runtime itself, then the installer goes: nothing installs packages at run time.
+# The runtime itself, then the installer goes: nothing installs packages at run time. The
+# wheel's project template (for `slingshot new` on a developer's machine) has no use here.
 RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 /tmp/tools/bin/pip wheel --no-deps --no-build-isolation -w /tmp/dist . \
  && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/slingshot/bin/pip install --no-cache-dir --no-deps /tmp/dist/*.whl \
+ && rm -rf /opt/slingshot/lib/python3*/site-packages/slingshot_runtime/service_template \
  && /opt/slingshot/bin/pip uninstall -y --disable-pip-version-check pip setuptools \
  && rm -rf /opt/slingshot/bin/[Aa]ctivate* /opt/slingshot/bin/pip* /opt/slingshot/bin/__pycache__ /tmp/dist /tmp/tools \
  && sed -i '1s|.*|#!/opt/slingshot/bin/python|' /opt/slingshot/bin/entrypoint \

@@ -119,7 +119,10 @@ if dist.version != project["version"]:
 direct = json.loads(dist.read_text("direct_url.json") or "{}")
 if not direct.get("dir_info", {}).get("editable") or direct.get("url") != repo.as_uri():
     sys.exit(1)
-for package in tomllib.loads((repo / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {}).get("packages", []):
+setuptools = tomllib.loads((repo / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {})
+for package in setuptools.get("packages", []):
+    if package in setuptools.get("package-dir", {}):
+        continue  # files shipped inside the package (the service template), not code to import
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None or not Path(spec.origin).resolve().is_relative_to(repo):
         sys.exit(1)

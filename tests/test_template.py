@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -298,6 +299,35 @@ def test_slingshot_new_names_a_missing_template(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["new", "x", "--template", str(tmp_path / "nowhere"), "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert f"error: cannot generate from template '{tmp_path / 'nowhere'}'" in result.output
+
+
+def test_slingshot_new_from_a_wheel_outside_any_checkout(tmp_path: Path) -> None:
+    """`pip install slingshot-runtime` then `slingshot new`: the template ships in the wheel, every
+    file of it (a file the package-data globs miss fails here), and no bytecode reaches the project."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(REPO)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    wheel = next((tmp_path / "dist").glob("slingshot_runtime-*.whl"))
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "templates/service"], capture_output=True, text=True, check=True)
+    expected = {"slingshot_runtime/service_template/" + name.removeprefix("templates/service/") for name in tracked.stdout.split()}
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("slingshot_runtime/service_template/")}
+    assert shipped == expected
+    # Dependencies come from this interpreter's site-packages; slingshot itself only from the wheel.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([str(venv / "bin" / "slingshot"), "new", "pdf-pages"], cwd=elsewhere, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    which = subprocess.run([str(venv / "bin" / "python"), "-c", "import slingshot_runtime; print(slingshot_runtime.__file__)"],
+                           capture_output=True, text=True, check=True, cwd=elsewhere)  # fmt: skip
+    assert which.stdout.startswith(str(venv))
+    project = elsewhere / "pdf-pages"
+    assert files_of(project) == FILES
+    assert not list(project.rglob("__pycache__"))
+    assert "pdf-pages" in (project / "chart-values.yaml").read_text()
 
 
 def test_split_image() -> None:

@@ -17,8 +17,17 @@ import click
 
 from ..errors import ExitCode
 
-#: The template in a source checkout (``templates/service`` next to the package).
+#: The template as installed from a wheel (pyproject.toml maps it into the package) ...
+PACKAGED_TEMPLATE = Path(__file__).resolve().parents[1] / "service_template"
+#: ... and in a source checkout or editable install (``templates/service`` next to the package).
 CHECKOUT_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "service"
+
+
+def default_template() -> Path | None:
+    for candidate in (PACKAGED_TEMPLATE, CHECKOUT_TEMPLATE):
+        if (candidate / "cookiecutter.json").is_file():
+            return candidate
+    return None
 
 
 def split_image(reference: str) -> tuple[str, str | None]:
@@ -47,7 +56,7 @@ def _fail(message: str) -> NoReturn:
 @click.option("--requirements", metavar="LIST", help="Extra Python requirements, separated by spaces or commas.")
 @click.option(
     "--template", envvar="SLINGSHOT_TEMPLATE", show_envvar=True, metavar="DIR",
-    help="The cookiecutter template (default: templates/service of this slingshot checkout).",
+    help="The cookiecutter template (default: the one installed with slingshot).",
 )  # fmt: skip
 def new(
     name: str,
@@ -65,9 +74,10 @@ def new(
         from cookiecutter.main import cookiecutter  # type: ignore[import-untyped]
     except ImportError:
         _fail("slingshot new needs cookiecutter: pip install cookiecutter")
-    source = template or str(CHECKOUT_TEMPLATE)
-    if template is None and not (CHECKOUT_TEMPLATE / "cookiecutter.json").is_file():
-        _fail(f"no service template at {CHECKOUT_TEMPLATE} (not a slingshot checkout): pass --template DIR")
+    installed = default_template()
+    if template is None and installed is None:
+        _fail(f"no service template installed (looked in {PACKAGED_TEMPLATE} and {CHECKOUT_TEMPLATE}): pass --template DIR")
+    source = template or str(installed)
     context: dict[str, Any] = {"service_name": name}
     if base_image is not None:
         context["base_image"], tag = split_image(base_image)
