@@ -17,8 +17,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv binutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first (from pyproject.toml), so a change of the runtime's code reuses this layer.
-COPY pyproject.toml README.md ./
+# Dependencies first (from pyproject.toml, at the versions constraints.txt pins), so a change of
+# the runtime's code reuses this layer.
+COPY pyproject.toml README.md constraints.txt ./
 ARG PIP_CERT=
 # Size (the image must stay under 180 MB): botocore ships models of ~450 AWS services (28 MB)
 # where the runtime's client needs S3 (STS kept for web-identity credentials; what client
@@ -34,7 +35,7 @@ RUN python3 -m venv /opt/slingshot \
       > /tmp/requirements.txt \
  && export PIP_CERT="${PIP_CERT}" PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
  && /tmp/tools/bin/pip install "setuptools>=68" wheel \
- && /opt/slingshot/bin/pip install -r /tmp/requirements.txt \
+ && /opt/slingshot/bin/pip install -r /tmp/requirements.txt -c constraints.txt \
  && site=$(/opt/slingshot/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
  && find "$site/botocore/data" -mindepth 1 -maxdepth 1 -type d ! -name s3 ! -name sts -exec rm -rf {} + \
  && find "$site/boto3/data" -mindepth 1 -maxdepth 1 -type d ! -name s3 -exec rm -rf {} + \

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from packaging.utils import canonicalize_name
 from test_keys import mount_like_kubernetes
 
 from conftest import REPO, Amqp, Stack, put_object, read_object
@@ -310,6 +312,24 @@ def test_image_is_small_clean_and_labelled(podman: Podman) -> None:
     assert not {"pip", "pip3", "activate", "Activate.ps1"} & set(lines["bin"].split()), listing
     assert lines["leftovers"].split() == [], listing
     assert lines["ModuleNotFoundError"].strip() == "No module named 'pip'", listing
+
+
+def test_image_holds_exactly_the_pinned_dependencies(podman: Podman) -> None:
+    """Reproducible images: every distribution in the image is pinned in constraints.txt at
+    the version installed, and every pin is used (a stale pin would hide a dropped dependency)."""
+    engine = podman.engine
+    listing = engine.podman(
+        "run", "--rm", *engine.run_args(), "--entrypoint", "/opt/slingshot/bin/python", podman.image, "-c",
+        "import importlib.metadata as m; print('\\n'.join(sorted(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions())))",
+    ).stdout  # fmt: skip
+    installed = {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in listing.split()}
+    pins: dict[str, str] = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    assert installed.pop("slingshot-runtime") == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert installed == pins
 
 
 def test_dockerfile_is_hadolint_clean() -> None:
