@@ -1,9 +1,10 @@
 """Prometheus metrics of one worker, in its own registry (several services may share a process in tests).
 
 The per-message counts are kept in one :class:`Tally` per thread and summed when scraped:
-prometheus_client's counters and histograms take a lock on every increment, which cost
-about 4 µs of a no-op message (a sixth of the worker's time). A tally is written only by
-its own thread, so the hot path needs no lock; a scrape reads ints that the GIL keeps whole.
+prometheus_client's counters and histograms take a lock on every increment (outcome,
+histogram sum and bucket, output case: 1.8 µs of a no-op message's ~12 on the worker, plus
+the confirm histogram on the I/O thread; 0.75 µs as tallies). A tally is written only by its
+own thread, so the hot path needs no lock; a scrape reads ints that the GIL keeps whole.
 """
 
 from __future__ import annotations
