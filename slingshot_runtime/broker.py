@@ -167,14 +167,19 @@ def connection_parameters(config: RabbitConfig, heartbeat: int | None, name: str
     )
 
 
+def connect_blocking(params: pika.ConnectionParameters) -> pika.BlockingConnection:
+    """A blocking connection for short jobs (declares, the DLQ tools); a BrokerError naming the broker."""
+    try:
+        return pika.BlockingConnection(params)
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerError(f"cannot connect to RabbitMQ at {params.host}:{params.port}: {describe_error(exc)}") from exc
+
+
 def declare_queues(params: pika.ConnectionParameters, specs: Sequence[QueueSpec]) -> None:
     """Make sure the queues exist, leaving ones that ops pre-declared (classic, quorum, other
     arguments) exactly as they are: a declare that differs from the existing queue is refused
     with PRECONDITION_FAILED, which here means "it exists"."""
-    try:
-        connection = pika.BlockingConnection(params)
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerError(f"cannot connect to RabbitMQ at {params.host}:{params.port}: {describe_error(exc)}") from exc
+    connection = connect_blocking(params)
     try:
         channel = connection.channel()
         for spec in specs:

@@ -28,7 +28,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
-from .broker import describe_error
+from .broker import connect_blocking, describe_error
 from .errors import BrokerError, ExitCode, SlingshotError
 from .retry import (
     BROKER_HEADERS,
@@ -161,11 +161,12 @@ class DeadLetterQueue:
         self._unsettled: dict[int, DeadLetter] = {}
 
     def __enter__(self) -> DeadLetterQueue:
+        self._connection = connect_blocking(self.params)
         try:
-            self._connection = pika.BlockingConnection(self.params)
             self._channel = self._connection.channel()
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"cannot connect to RabbitMQ at {self.params.host}:{self.params.port}: {describe_error(exc)}") from exc
+            self._connection.close()
+            raise BrokerError(f"cannot open a channel at {self.params.host}:{self.params.port}: {describe_error(exc)}") from exc
         try:
             self.count()  # fails clearly when the DLQ does not exist
         except BaseException:

@@ -22,6 +22,7 @@ import click
 import pika
 import pika.exceptions
 
+from ..broker import connect_blocking
 from ..broker import describe_error as describe_amqp_error
 from ..dlq import jsonable
 from ..errors import ConfigError, ExitCode, SlingshotError, StorageError
@@ -282,9 +283,9 @@ def _connect(url: str, name: str) -> pika.BlockingConnection:
     except SlingshotError as exc:
         raise Failure(str(exc), exc.exit_code) from None
     try:
-        return pika.BlockingConnection(params)
-    except pika.exceptions.AMQPError as exc:
-        raise Failure(f"cannot connect to RabbitMQ at {params.host}:{params.port}: {describe_amqp_error(exc)}", ExitCode.BROKER) from exc
+        return connect_blocking(params)
+    except SlingshotError as exc:
+        raise Failure(str(exc), exc.exit_code) from exc
 
 
 def _queue_state(channel: Any, queue: str) -> tuple[int, int]:
