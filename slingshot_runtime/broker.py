@@ -190,7 +190,11 @@ def declare_queues(params: pika.ConnectionParameters, specs: Sequence[QueueSpec]
                     raise
                 channel = connection.channel()
                 channel.queue_declare(spec.name, passive=True)
-                log.debug("queue %s exists with other arguments; using it as it is", spec.name)
+                # A plain queue ops declared their way is normal; arguments of ours not applied
+                # (a retry delay, the delivery limit) change behaviour, so they are worth a warning.
+                level = logging.WARNING if spec.arguments else logging.DEBUG
+                log.log(level, "queue %s exists with other arguments; using it as it is%s", spec.name,
+                        f" (not applied: {spec.arguments})" if spec.arguments else "")  # fmt: skip
     except pika.exceptions.AMQPError as exc:
         raise BrokerError(f"cannot declare queues: {describe_error(exc)}") from exc
     finally:

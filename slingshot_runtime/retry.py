@@ -37,6 +37,19 @@ def dead_letter_queue(inbound: str) -> str:
     return f"{inbound}.dlq"
 
 
+def inbound_queue(inbound: str, delivery_limit: int | None) -> QueueSpec:
+    """The inbound queue as the runtime declares it when absent: classic, or with a delivery
+    limit a quorum queue whose broker moves a message redelivered past it to ``{in}.dlq``."""
+    if delivery_limit is None:
+        return QueueSpec(inbound)
+    return QueueSpec(inbound, {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead_letter_queue(inbound),
+    })  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     service: str

@@ -26,7 +26,7 @@ from .errors import ConfigError, ExitCode, SlingshotError
 from .health import HealthServer
 from .metrics import Metrics
 from .pipeline import Executor, Pipeline, ProcessFn
-from .retry import RetryPolicy
+from .retry import RetryPolicy, inbound_queue
 from .secrets import pass_show
 from .settings import Settings
 from .storage import ObjectStore, S3Credentials
@@ -105,7 +105,8 @@ class Service:
         policy = RetryPolicy(
             settings.service, config.inbound, settings.max_attempts, settings.retry_delay, settings.max_retry_delay
         )
-        queues = [QueueSpec(config.inbound), *(QueueSpec(q) for q in config.outbound_queues), *policy.queues()]
+        queues = [inbound_queue(config.inbound, settings.delivery_limit), *(QueueSpec(q) for q in config.outbound_queues),
+                  *policy.queues()]  # fmt: skip
         self.broker = Broker(
             connection_parameters(rabbit, settings.heartbeat, f"slingshot {settings.service}"),
             config.inbound,
@@ -114,6 +115,9 @@ class Service:
             metrics=self.metrics,
         )
         self.broker.on_consuming = self._on_consuming
+        if settings.delivery_limit is not None and max(settings.prefetch, settings.concurrency) > 1:
+            log.warning("SLINGSHOT_DELIVERY_LIMIT also counts the messages prefetched behind one that kills the worker; "
+                        "SLINGSHOT_PREFETCH=1 and SLINGSHOT_CONCURRENCY=1 count only the message in hand")  # fmt: skip
         self._database = Database(
             lambda: self._ready_resources().database_url,
             pool_size=settings.concurrency,

@@ -55,6 +55,10 @@ class Settings:
     exit_when_idle: float | None = None
     #: Exit cleanly after this many messages.
     max_messages: int | None = None
+    #: Declare an absent inbound queue as a quorum queue that dead-letters a message to
+    #: ``{in}.dlq`` after this many redeliveries: the guard against a message that kills the
+    #: worker process (an exception never does). Counts exactly with ``prefetch`` 1.
+    delivery_limit: int | None = None
 
     def __post_init__(self) -> None:
         if not self.service:
@@ -71,8 +75,9 @@ class Settings:
             raise ConfigError(f"SLINGSHOT_LOG_FORMAT must be 'auto', 'json' or 'text', got {self.log_format!r}")
         if not 0 <= self.health_port < 65536:
             raise ConfigError(f"SLINGSHOT_HEALTH_PORT must be a TCP port or 0 (off), got {self.health_port}")
-        if self.max_messages is not None and self.max_messages < 1:
-            raise ConfigError(f"SLINGSHOT_MAX_MESSAGES must be at least 1, got {self.max_messages}")
+        for name in ("max_messages", "delivery_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"SLINGSHOT_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.exit_when_idle is not None and self.exit_when_idle <= 0:
             raise ConfigError(f"SLINGSHOT_EXIT_WHEN_IDLE must be positive, got {self.exit_when_idle}")
         if self.body_format not in ("decimal", "be64"):

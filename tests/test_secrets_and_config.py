@@ -75,6 +75,9 @@ def test_config_host_variable_overrides_the_argument() -> None:
     assert settings.config_host == "http://127.0.0.1:1"
     with pytest.raises(ConfigError, match="SLINGSHOT_PREFETCH must be a number"):
         Settings.load("svc", "h", environ={"SLINGSHOT_PREFETCH": "many"})
+    assert Settings.load("svc", "h", environ={"SLINGSHOT_DELIVERY_LIMIT": "3"}).delivery_limit == 3
+    with pytest.raises(ConfigError, match="SLINGSHOT_DELIVERY_LIMIT must be at least 1, got 0"):
+        Settings.load("svc", "h", environ={"SLINGSHOT_DELIVERY_LIMIT": "0"})
 
 
 def _serve(document: dict[str, object]) -> ConfigServer:
