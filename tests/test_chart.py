@@ -359,6 +359,8 @@ def test_env_carries_the_service_settings(ci: tuple[str, dict[str, Any], Rendere
         assert env["SLINGSHOT_CONFIG_HOST"] == values["service"]["configHost"]
         assert env["SLINGSHOT_HANDLER"] == values["service"]["handler"]
         assert env["SLINGSHOT_PREFETCH"] == str(values["service"]["prefetch"])
+        limit = values["service"].get("deliveryLimit")  # helm drops keys whose value is null
+        assert env.get("SLINGSHOT_DELIVERY_LIMIT") == (None if limit is None else str(limit))
         assert env["SLINGSHOT_GPG_KEYS_DIR"] == GPG_DIR and env["PASSWORD_STORE_DIR"] == STORE_DIR
         for extra in values["extraEnv"]:
             assert extra in container(pod)["env"]
@@ -507,6 +509,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, bool]] = [
     ("missing service name", {"service.name": ...}, "at '/service/name': minLength: got 0, want 1", True),
     ("null service name", {"service.name": None}, "at '/service': missing property 'name'", True),
     ("zero prefetch", {"service.prefetch": 0}, "at '/service/prefetch': minimum: got 0, want 1", True),
+    ("zero delivery limit", {"service.deliveryLimit": 0}, "at '/service/deliveryLimit': minimum: got 0, want 1", True),
     ("bad digest", {"image.digest": "sha256:nothex"}, "at '/image/digest'", True),
     ("string port", {"service.healthPort": "8080"}, "at '/service/healthPort': got string, want integer", True),
     ("keda unknown kind", {"keda.enabled": True, "keda.kind": "Deployment"}, "at '/keda/kind'", True),

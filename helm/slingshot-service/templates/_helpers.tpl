@@ -240,6 +240,10 @@ spec:
           value: {{ .Values.service.drainTimeout | int | quote }}
         - name: SLINGSHOT_PREFETCH
           value: {{ .Values.service.prefetch | int | quote }}
+        {{- if not (kindIs "invalid" .Values.service.deliveryLimit) }}
+        - name: SLINGSHOT_DELIVERY_LIMIT
+          value: {{ .Values.service.deliveryLimit | int | quote }}
+        {{- end }}
         - name: SLINGSHOT_HEALTH_PORT
           value: {{ .Values.service.healthPort | int | quote }}
         - name: SLINGSHOT_GPG_KEYS_DIR
