@@ -279,13 +279,9 @@ def _fail_with(exc: SlingshotError, show_traceback: bool) -> Any:
 
 def _connect(url: str, name: str) -> pika.BlockingConnection:
     try:
-        params = url_parameters(url, name)
-    except SlingshotError as exc:
+        return connect_blocking(url_parameters(url, name))
+    except SlingshotError as exc:  # a malformed URL (usage) or an unreachable broker
         raise Failure(str(exc), exc.exit_code) from None
-    try:
-        return connect_blocking(params)
-    except SlingshotError as exc:
-        raise Failure(str(exc), exc.exit_code) from exc
 
 
 def _queue_state(channel: Any, queue: str) -> tuple[int, int]:
